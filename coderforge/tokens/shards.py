@@ -1,0 +1,168 @@
+"""Token shards: packed fixed-length rows plus the document boundaries of each row.
+
+On-disk format (``coderforge-tokens/1``), one directory:
+
+* ``meta.json`` – ``{"format", "seq_len", "num_rows", "dtype", "pad_id", "eos_id", "vocab_size",
+  "tokens_real", "tokens_pad", "shards": [{"name", "rows"}, ...], ...}``
+* per shard ``NAME.tokens.npy`` – ``uint32[rows, seq_len]`` (memory-mapped by readers)
+* per shard ``NAME.doclens.npy`` – ``int32[n_segments]``: the lengths of the document segments of
+  all rows, row after row
+* per shard ``NAME.rowptr.npy`` – ``int64[rows + 1]``: row ``r``'s segments are
+  ``doclens[rowptr[r]:rowptr[r+1]]``; they sum to at most ``seq_len``; the rest of the row is padding
+  (``pad_id``, never a training target).
+
+A document longer than the room left in a row continues in the next row as a new segment. A
+training worker reads any row by its global index without loading the rest (``TokenShards.row``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "coderforge-tokens/1"
+IGNORE_INDEX = -100
+
+
+class TokenShardWriter:
+    def __init__(self, out_dir: str | os.PathLike, seq_len: int, pad_id: int, eos_id: int,
+                 vocab_size: int, rows_per_shard: int = 4096, extra_meta: dict | None = None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.seq_len, self.pad_id, self.eos_id, self.vocab_size = seq_len, pad_id, eos_id, vocab_size
+        self.rows_per_shard = rows_per_shard
+        self.extra_meta = dict(extra_meta or {})
+        self._rows: list[np.ndarray] = []
+        self._lens: list[list[int]] = []
+        self._shards: list[dict] = []
+        self.tokens_real = 0
+        self.tokens_pad = 0
+
+    def add_row(self, tokens, doc_lens: list[int]) -> None:
+        tokens = np.asarray(tokens, dtype=np.uint32)
+        used = int(sum(doc_lens))
+        if used > self.seq_len or len(tokens) != used:
+            raise ValueError(f"row of {len(tokens)} tokens with segments {doc_lens} (seq_len {self.seq_len})")
+        if any(n <= 0 for n in doc_lens):
+            raise ValueError(f"empty document segment in {doc_lens}")
+        row = np.full(self.seq_len, self.pad_id, dtype=np.uint32)
+        row[:used] = tokens
+        self._rows.append(row)
+        self._lens.append([int(n) for n in doc_lens])
+        self.tokens_real += used
+        self.tokens_pad += self.seq_len - used
+        if len(self._rows) >= self.rows_per_shard:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        name = f"shard-{len(self._shards):05d}"
+        lens = np.asarray([n for row in self._lens for n in row], dtype=np.int32)
+        ptr = np.zeros(len(self._lens) + 1, dtype=np.int64)
+        ptr[1:] = np.cumsum([len(row) for row in self._lens])
+        for suffix, arr in (("tokens", np.stack(self._rows)), ("doclens", lens), ("rowptr", ptr)):
+            tmp = self.out_dir / f".{name}.{suffix}.npy.tmp"
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr)
+            os.replace(tmp, self.out_dir / f"{name}.{suffix}.npy")
+        self._shards.append({"name": name, "rows": len(self._rows)})
+        self._rows, self._lens = [], []
+
+    def close(self) -> dict:
+        self._flush()
+        total = self.tokens_real + self.tokens_pad
+        meta = {
+            "format": FORMAT,
+            "seq_len": self.seq_len,
+            "num_rows": sum(s["rows"] for s in self._shards),
+            "dtype": "uint32",
+            "pad_id": self.pad_id,
+            "eos_id": self.eos_id,
+            "vocab_size": self.vocab_size,
+            "tokens_real": self.tokens_real,
+            "tokens_pad": self.tokens_pad,
+            "padding_fraction": (self.tokens_pad / total) if total else 0.0,
+            "shards": self._shards,
+            **self.extra_meta,
+        }
+        tmp = self.out_dir / ".meta.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, self.out_dir / "meta.json")
+        return meta
+
+
+@dataclass
+class Row:
+    tokens: np.ndarray  # uint32[seq_len]
+    doc_lens: np.ndarray  # int32[n_segments]
+
+
+class TokenShards:
+    """Random access to packed rows by global index (memory-mapped)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        if self.meta.get("format") != FORMAT:
+            raise ValueError(f"{self.path}: not a {FORMAT} token shard directory")
+        self.seq_len = int(self.meta["seq_len"])
+        self.pad_id = int(self.meta["pad_id"])
+        self.eos_id = int(self.meta["eos_id"])
+        self._tokens, self._lens, self._ptr = [], [], []
+        starts = [0]
+        for shard in self.meta["shards"]:
+            name = shard["name"]
+            self._tokens.append(np.load(self.path / f"{name}.tokens.npy", mmap_mode="r"))
+            self._lens.append(np.load(self.path / f"{name}.doclens.npy"))
+            self._ptr.append(np.load(self.path / f"{name}.rowptr.npy"))
+            starts.append(starts[-1] + int(shard["rows"]))
+        self._starts = np.asarray(starts, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def row(self, index: int) -> Row:
+        if not 0 <= index < len(self):
+            raise IndexError(f"row {index} out of range (0..{len(self) - 1})")
+        s = int(np.searchsorted(self._starts, index, side="right") - 1)
+        local = index - int(self._starts[s])
+        ptr = self._ptr[s]
+        return Row(np.asarray(self._tokens[s][local]), self._lens[s][ptr[local]:ptr[local + 1]])
+
+
+def position_ids(doc_lens, seq_len: int) -> np.ndarray:
+    """Positions restarting at 0 for every document segment; padding continues from 0 too."""
+    pos = np.zeros(seq_len, dtype=np.int64)
+    start = 0
+    for n in list(doc_lens) + [seq_len - int(np.sum(doc_lens))]:
+        if n > 0:
+            pos[start:start + n] = np.arange(n)
+            start += n
+    return pos
+
+
+def labels_for(row: Row, seq_len: int) -> np.ndarray:
+    """Next-token labels (unshifted, HF convention) that never cross a document boundary or hit padding.
+
+    ``labels[t]`` is the target for predicting from positions < t within the same segment: the
+    first token of each segment gets ``IGNORE_INDEX`` (it would be predicted from the previous
+    document), as does padding.
+    """
+    labels = np.full(seq_len, IGNORE_INDEX, dtype=np.int64)
+    start = 0
+    for n in row.doc_lens:
+        n = int(n)
+        labels[start + 1:start + n] = row.tokens[start + 1:start + n]
+        start += n
+    return labels
+
+
+def sample_order(num_rows: int, seed: int, epoch: int = 0) -> np.ndarray:
+    """Deterministic shuffle of row indices for an epoch."""
+    rng = np.random.default_rng([seed, epoch])
+    return rng.permutation(num_rows)
