@@ -201,7 +201,7 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"--set expects key.sub=value, got {item!r}")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw) if raw != "" else "")) 
+        out.append((key.strip(), yaml.safe_load(raw) if raw != "" else ""))
     return out
 
 
