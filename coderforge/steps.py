@@ -32,6 +32,9 @@ class StepResult:
     artifacts: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), default=str)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "ledger": self.ledger.as_dict() if self.ledger else None,

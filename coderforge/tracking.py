@@ -79,26 +79,12 @@ def finish_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     _client(uri).set_terminated(run_id, status=status)
 
 
-class StepRun:
-    """A child run for one pipeline step; use as a context manager."""
+class RunLogger:
+    """Logs to an existing MLflow run."""
 
-    def __init__(self, uri: str, parent_run_id: str | None, step: str, params: dict[str, Any] | None = None,
-                 experiment: str = "coderforge"):
-        self.uri = uri
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
         self.client = _client(uri)
-        self.step = step
-        if parent_run_id:
-            exp_id = self.client.get_run(parent_run_id).info.experiment_id
-        else:
-            exp_id = ensure_experiment(uri, experiment)
-        tags = {"coderforge.step": step, "coderforge.kind": "step"}
-        if parent_run_id:
-            tags[PARENT_TAG] = parent_run_id
-        self.run_id = self.client.create_run(exp_id, run_name=step, tags=tags).info.run_id
-        self.parent_run_id = parent_run_id
-        self._t0 = time.time()
-        if params:
-            log_params(self.client, self.run_id, params)
 
     def log_params(self, params: dict[str, Any]) -> None:
         log_params(self.client, self.run_id, params)
@@ -123,6 +109,28 @@ class StepRun:
 
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
+
+
+class StepRun(RunLogger):
+    """A child run for one pipeline step; use as a context manager."""
+
+    def __init__(self, uri: str, parent_run_id: str | None, step: str, params: dict[str, Any] | None = None,
+                 experiment: str = "coderforge"):
+        self.uri = uri
+        self.client = _client(uri)
+        self.step = step
+        if parent_run_id:
+            exp_id = self.client.get_run(parent_run_id).info.experiment_id
+        else:
+            exp_id = ensure_experiment(uri, experiment)
+        tags = {"coderforge.step": step, "coderforge.kind": "step"}
+        if parent_run_id:
+            tags[PARENT_TAG] = parent_run_id
+        self.run_id = self.client.create_run(exp_id, run_name=step, tags=tags).info.run_id
+        self.parent_run_id = parent_run_id
+        self._t0 = time.time()
+        if params:
+            log_params(self.client, self.run_id, params)
 
     def __enter__(self) -> StepRun:
         return self

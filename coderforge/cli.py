@@ -1,0 +1,79 @@
+"""``coderforge`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="CoderForge: build code LLMs the Qwen2.5-Coder / Abacus way.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe value: key.sub=value")]
+
+
+def _load(recipe: Path, overrides: list[str] | None, workdir: Path | None = None):
+    from coderforge.config import ConfigError, load_recipe
+
+    try:
+        return load_recipe(recipe, overrides, workdir=str(workdir.resolve()) if workdir else None)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML, e.g. configs/tiny.yaml")],
+    workdir: Annotated[Path | None, typer.Option(help="work directory (default runs/<run.name>)")] = None,
+    pipeline: Annotated[str, typer.Option(help="recipe (everything) or data (curation alone)")] = "recipe",
+    set_: SetOpt = None,
+):
+    """Run a recipe on this machine (kfp.local, local Ray, SQLite MLflow, local artifacts)."""
+    from coderforge.runner import format_table, run_local
+    from pipelines.recipe import PIPELINE_NAMES
+
+    if pipeline not in PIPELINE_NAMES:
+        typer.echo(f"error: --pipeline must be one of {', '.join(PIPELINE_NAMES)}", err=True)
+        raise typer.Exit(2)
+    cfg = _load(recipe, set_, workdir)
+    summary = run_local(cfg, pipeline)
+    typer.echo("")
+    typer.echo(format_table(summary))
+    typer.echo(f"\noutputs:  {summary['outputs']}")
+    typer.echo(f"summary:  {Path(summary['workdir']) / 'summary.json'}")
+    if summary.get("model_path"):
+        typer.echo(f"model:    {summary['model_path']}")
+    typer.echo(f"mlflow:   {summary['mlflow']['tracking_uri']}  run {summary['mlflow']['run_id']}")
+
+
+@app.command("compile")
+def compile_(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML")] = Path("configs/tiny.yaml"),
+    output: Annotated[Path, typer.Option(help="where to write the KFP IR YAML")] = Path("recipe.yaml"),
+    pipeline: Annotated[str, typer.Option(help="recipe or data")] = "recipe",
+    set_: SetOpt = None,
+):
+    """Compile the recipe DAG to KFP IR YAML (upload it in the pipeline UI or submit it)."""
+    from pipelines.recipe import compile_recipe
+
+    cfg = _load(recipe, set_)
+    path = compile_recipe(cfg, output, pipeline)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: SetOpt = None):
+    """Validate a recipe and print it with every default filled in."""
+    cfg = _load(recipe, set_)
+    sys.stdout.write(cfg.to_yaml())
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
