@@ -1,0 +1,31 @@
+import yaml
+from kfp import components
+
+from coderforge.config import load_recipe
+from pipelines.recipe import DATA_STEPS, RECIPE_STEPS, compile_recipe
+
+TASK_NAMES = {"ingest": "ingest", "filter": "filter-documents", "dedup": "dedup", "tokenizer": "train-tokenizer",
+              "pack": "pack", "pretrain": "pretrain", "evaluate": "evaluate"}
+
+
+def _tasks(path):
+    (doc, *_rest) = list(yaml.safe_load_all(path.read_text()))
+    return doc, set(doc["root"]["dag"]["tasks"])
+
+
+def test_compiled_recipe_is_valid_ir_with_every_step(tmp_path):
+    cfg = load_recipe("configs/tiny.yaml")
+    out = compile_recipe(cfg, tmp_path / "recipe.yaml", for_cluster=False)
+    loaded = components.load_component_from_file(str(out))
+    assert loaded.name == "coderforge-recipe"
+    doc, tasks = _tasks(out)
+    assert {TASK_NAMES[s] for s in RECIPE_STEPS} | {"start-run", "finish-run"} <= tasks
+    default = doc["root"]["inputDefinitions"]["parameters"]["recipe"]["defaultValue"]
+    assert yaml.safe_load(default)["train"]["steps"] == cfg.train.steps
+
+
+def test_compiled_data_pipeline(tmp_path):
+    cfg = load_recipe("configs/tiny.yaml")
+    out = compile_recipe(cfg, tmp_path / "data.yaml", pipeline="data", for_cluster=False)
+    _, tasks = _tasks(out)
+    assert {TASK_NAMES[s] for s in DATA_STEPS} <= tasks and "pretrain" not in tasks

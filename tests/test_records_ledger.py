@@ -1,0 +1,58 @@
+import pytest
+
+from coderforge import ledger as ledger_mod
+from coderforge.ledger import Ledger, LedgerImbalance
+from coderforge.records import Document, count_documents, document_id, read_documents, write_documents
+
+
+def _docs(n):
+    return [Document(id=document_id("s", "r", f"f{i}.py"), repo="r", path=f"f{i}.py", lang="python",
+                     content=f"x = {i}\n", source="s", meta={"i": i}) for i in range(n)]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_shards_round_trip(where, tmp_path, request):
+    base = str(tmp_path) if where == "local" else request.getfixturevalue("s3_env") + "/docs"
+    docs = _docs(25)
+    uris = write_documents(base, docs, shard_size=10)
+    assert len(uris) == 3
+    back = list(read_documents(base))
+    assert back == docs and count_documents(base) == 25
+
+
+def test_empty_output_still_writes_a_shard(tmp_path):
+    uris = write_documents(str(tmp_path), [])
+    assert len(uris) == 1 and list(read_documents(str(tmp_path))) == []
+
+
+def test_document_id_is_stable():
+    assert document_id("a", "b", "c") == document_id("a", "b", "c") != document_id("a", "b", "d")
+
+
+def test_ledger_balances_and_writes(tmp_path):
+    docs = _docs(4)
+    led = Ledger("filter")
+    led.keep(docs[0])
+    led.drop(docs[1], "max_line_length", "1200 > 1000")
+    led.drop(docs[2], "exact_duplicate_of:" + docs[0].id)
+    led.quarantine(docs[3].id, "UnicodeDecodeError: ...", repo="r", path=docs[3].path)
+    s = led.close(str(tmp_path), expected_inputs=4)
+    assert (s.inputs, s.kept, s.dropped, s.quarantined) == (4, 1, 2, 1)
+    assert s.reasons == {"max_line_length": 1, "exact_duplicate_of": 1, "error": 1}
+    rows = ledger_mod.read_ledger(str(tmp_path))
+    assert {r["status"] for r in rows} == {"kept", "dropped", "quarantined"}
+    assert ledger_mod.read_summary(str(tmp_path))["in"] == 4
+
+
+def test_ledger_catches_lost_and_double_counted_documents(tmp_path):
+    docs = _docs(3)
+    led = Ledger("x")
+    led.keep(docs[0])
+    led.keep(docs[1])
+    with pytest.raises(LedgerImbalance, match="3 documents came in"):
+        led.close(str(tmp_path), expected_inputs=3)
+    led.drop(docs[0], "dup")
+    with pytest.raises(LedgerImbalance, match="twice"):
+        led.check()
+    with pytest.raises(ValueError):
+        Ledger("y").drop(docs[0], "")
