@@ -1,0 +1,113 @@
+"""End to end through `coderforge run` (kfp.local subprocesses, local Ray, SQLite MLflow)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "coderforge.cli"]
+
+
+def _run_cli(args, cwd, timeout=900):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+def _hostile_corpus(root: Path) -> Path:
+    good = root / "corpus" / "goodrepo"
+    good.mkdir(parents=True)
+    (good / "main.py").write_text("import os\n\n\ndef main():\n    return os.getcwd()\n")
+    (good / "util.py").write_text("def add(a, b):\n    return a + b\n")
+    (good / "copy_of_util.py").write_text("def add(a, b):\n    return a + b\n")
+    (good / "latin1.py").write_bytes(b"# caf\xe9 \xff\xfe\x80\x81\n" + bytes(range(0x80, 0xA0)) + b"\nx = 1\n")
+    (good / "blob.py").write_bytes(b"\x00\x01\x02\x03PK\x05\x06" * 64)
+    (good / "dangling.py").symlink_to(root / "does-not-exist.py")
+    (good / "one_long_line.js").write_text("var x = '" + "a" * 5000 + "';\n")
+    (root / "corpus" / "emptyrepo").mkdir()
+    return root / "corpus"
+
+
+def _write_recipe(path: Path, corpus: Path, extra: str = "") -> Path:
+    path.write_text(f"""
+run:
+  name: e2e
+data:
+  sources:
+    - uri: {corpus}
+      kind: dir
+      name: hostile
+tracking:
+  experiment: e2e
+{extra}
+""")
+    return path
+
+
+def test_data_pipeline_on_hostile_corpus_loses_nothing(tmp_path):
+    corpus = _hostile_corpus(tmp_path)
+    recipe = _write_recipe(tmp_path / "recipe.yaml", corpus)
+    workdir = tmp_path / "work"
+    proc = _run_cli(["run", str(recipe), "--pipeline", "data", "--workdir", str(workdir)], cwd=REPO)
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert set(summary["steps"]) >= {"ingest", "filter", "dedup"}
+    for name, row in summary["steps"].items():
+        assert row["in"] == row["kept"] + row["dropped"] + row["quarantined"], (name, row)
+    ingest = summary["steps"]["ingest"]
+    assert ingest["in"] == 7  # every file seen, the empty repository contributes none
+    assert ingest["reasons"].get("binary", 0) >= 1
+    assert ingest["quarantined"] >= 1  # the dangling symlink cannot be read
+    assert summary["steps"]["filter"]["in"] == ingest["kept"]
+    assert summary["steps"]["dedup"]["in"] == summary["steps"]["filter"]["kept"]
+    assert summary["steps"]["dedup"]["reasons"].get("exact_duplicate_of", 0) == 1
+    assert "ingest" in proc.stdout and "dedup" in proc.stdout
+
+
+def test_bad_recipe_fails_before_anything_runs(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("data:\n  sources:\n    - uri: /x\ntrain:\n  stepz: 1\n")
+    proc = subprocess.run(CLI + ["run", str(recipe), "--workdir", str(tmp_path / "w")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "train.stepz" in proc.stderr and "unknown key" in proc.stderr and str(recipe) in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_tiny_recipe_end_to_end(tmp_path):
+    workdir = tmp_path / "tiny"
+    _run_cli(["run", "configs/tiny.yaml", "--workdir", str(workdir)], cwd=REPO, timeout=1200)
+    summary = json.loads((workdir / "summary.json").read_text())
+    expected = ["ingest", "filter", "dedup", "tokenizer", "pack", "pretrain", "evaluate"]
+    assert list(summary["steps"]) == expected
+    for name in ("ingest", "filter", "dedup", "pack"):
+        row = summary["steps"][name]
+        assert row["in"] == row["kept"] + row["dropped"] + row["quarantined"] > 0, (name, row)
+    assert summary["train"]["final_loss"] < 8.0 and summary["train"]["tokens"] > 0
+    assert "heldout_loss" in summary["eval"] and "humaneval_pass@1" in summary["eval"]
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(summary["model_path"])
+    tok = AutoTokenizer.from_pretrained(summary["model_path"])
+    assert model.config.model_type == "qwen2"
+    assert tok.convert_tokens_to_ids("<|fim_middle|>") is not None
+
+    from mlflow.tracking import MlflowClient
+
+    uri = summary["mlflow"]["tracking_uri"]
+    client = MlflowClient(uri)
+    parent = client.get_run(summary["mlflow"]["run_id"])
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    by_name = {c.info.run_name: c for c in children}
+    assert set(by_name) == set(expected)
+    assert by_name["ingest"].data.metrics["docs_in"] == summary["steps"]["ingest"]["in"]
+    assert by_name["pretrain"].data.metrics["final_loss"] == pytest.approx(summary["train"]["final_loss"])
+    loss_history = client.get_metric_history(by_name["pretrain"].info.run_id, "loss")
+    assert len(loss_history) >= 2
