@@ -10,7 +10,6 @@ from components._images import DATA_IMAGE
 def ingest(recipe: str, parent_run_id: str, documents: Output[Dataset]) -> str:
     """Repositories (directories, git, archives, Parquet/JSONL) → document shards + ledger."""
     from coderforge.data.ingest import run_ingest
-
     from coderforge.runtime import execute_step
 
     return execute_step("ingest", recipe, parent_run_id, run_ingest, documents.path).to_json()
@@ -20,7 +19,6 @@ def ingest(recipe: str, parent_run_id: str, documents: Output[Dataset]) -> str:
 def filter_documents(recipe: str, parent_run_id: str, documents: Input[Dataset], kept: Output[Dataset]) -> str:
     """Heuristic, syntax, data-density and lint filters; every drop with its reason."""
     from coderforge.data.filters import run_filter
-
     from coderforge.runtime import execute_step
 
     return execute_step("filter", recipe, parent_run_id, run_filter, kept.path, in_dir=documents.path).to_json()
@@ -30,7 +28,6 @@ def filter_documents(recipe: str, parent_run_id: str, documents: Input[Dataset],
 def dedup(recipe: str, parent_run_id: str, documents: Input[Dataset], kept: Output[Dataset]) -> str:
     """Exact and MinHash near-duplicate removal; every drop names its kept twin."""
     from coderforge.data.dedup import run_dedup
-
     from coderforge.runtime import execute_step
 
     return execute_step("dedup", recipe, parent_run_id, run_dedup, kept.path, in_dir=documents.path).to_json()

@@ -14,7 +14,6 @@ def evaluate(recipe: str, parent_run_id: str, model: Input[Model], tokens: Input
     import shutil
 
     from coderforge.evals.step import run_evaluate
-
     from coderforge.runtime import execute_step
 
     res = execute_step("evaluate", recipe, parent_run_id, run_evaluate, results.path,

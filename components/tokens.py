@@ -9,9 +9,8 @@ from components._images import DATA_IMAGE
 @dsl.component(base_image=DATA_IMAGE)
 def train_tokenizer(recipe: str, parent_run_id: str, documents: Input[Dataset], tokenizer: Output[Model]) -> str:
     """Train a byte-level BPE with the Qwen2.5-Coder control tokens (or load one) in HF format."""
-    from coderforge.tokens.tokenizer import run_tokenizer
-
     from coderforge.runtime import execute_step
+    from coderforge.tokens.tokenizer import run_tokenizer
 
     return execute_step("tokenizer", recipe, parent_run_id, run_tokenizer, tokenizer.path,
                         docs_dir=documents.path).to_json()
@@ -21,9 +20,8 @@ def train_tokenizer(recipe: str, parent_run_id: str, documents: Input[Dataset], 
 def pack(recipe: str, parent_run_id: str, documents: Input[Dataset], tokenizer: Input[Model],
          tokens: Output[Dataset]) -> str:
     """Tokenise and pack documents into fixed-length rows with document boundaries (train/heldout)."""
-    from coderforge.tokens.packing import run_pack
-
     from coderforge.runtime import execute_step
+    from coderforge.tokens.packing import run_pack
 
     return execute_step("pack", recipe, parent_run_id, run_pack, tokens.path, docs_dir=documents.path,
                         tokenizer_dir=tokenizer.path).to_json()
