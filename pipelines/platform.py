@@ -13,8 +13,8 @@ from kfp.dsl import PipelineTask
 
 from coderforge.config import K8sPlacement, K8sSection
 
-# Env var the RayJob launcher reads to know which namespace to create the RayJob in.
-POD_NAMESPACE_ENV = "CODERFORGE_POD_NAMESPACE"
+# The RayJob launcher creates the RayJob in the pod's namespace and makes the pod its owner.
+from coderforge.k8s.rayjob import POD_NAME_ENV, POD_NAMESPACE_ENV, POD_UID_ENV
 
 
 def apply_placement(task: PipelineTask, placement: K8sPlacement) -> PipelineTask:
@@ -42,7 +42,9 @@ def apply_platform(task: PipelineTask, step: str, k8s: K8sSection) -> PipelineTa
         # every key of the ConfigMap (S3_ENDPOINT_URL, MLFLOW_TRACKING_URI, ...) becomes an env var
         kubernetes.use_config_map_as_env(task, config_map_name=k8s.endpoints_config_map, config_map_key_to_env={
             key: key for key in ENDPOINT_KEYS}, optional=True)
-    kubernetes.use_field_path_as_env(task, env_name=POD_NAMESPACE_ENV, field_path="metadata.namespace")
+    for env_name, field_path in ((POD_NAMESPACE_ENV, "metadata.namespace"), (POD_NAME_ENV, "metadata.name"),
+                                 (POD_UID_ENV, "metadata.uid")):
+        kubernetes.use_field_path_as_env(task, env_name=env_name, field_path=field_path)
     kubernetes.add_pod_label(task, label_key="app.kubernetes.io/part-of", label_value="coderforge")
     kubernetes.add_pod_label(task, label_key="coderforge.dev/step", label_value=step)
     return task
