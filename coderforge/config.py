@@ -132,12 +132,35 @@ class TrainSection(Section):
     checkpoint_every: int = Field(50, ge=1)
 
 
+class SandboxSection(Section):
+    """Where model-written code runs (coderforge.sandbox)."""
+
+    allow_unisolated: bool = Field(False, description="run with resource limits only where namespaces are "
+                                                      "unavailable (otherwise such runs are refused)")
+    workers: int | None = Field(None, ge=1, description="parallel programs; default: CPUs available")
+    scratch_mb: int = Field(64, ge=1, description="size of the per-run scratch tmpfs")
+    max_output_bytes: int = Field(65536, ge=1024)
+
+
 class EvalSection(Section):
     humaneval_problems: int = Field(5, ge=0, le=164, description="first N HumanEval problems (0 = skip)")
     max_new_tokens: int = Field(128, ge=1)
     timeout_s: float = Field(5.0, gt=0)
     memory_mb: int = Field(512, ge=64)
     heldout_max_rows: int = Field(64, ge=1)
+    suite: list[Literal["heldout", "humaneval", "mbpp", "humaneval_plus", "mbpp_plus", "fim", "needle"]] = Field(
+        default_factory=lambda: ["heldout", "humaneval"], description="benchmarks the evaluate step runs")
+    mbpp_path: str | None = Field(None, description="MBPP JSONL (original or evalplus format)")
+    humaneval_plus_path: str | None = Field(None, description="HumanEval+ JSONL (evalplus format)")
+    mbpp_plus_path: str | None = Field(None, description="MBPP+ JSONL (evalplus format)")
+    jsonl_problems: int | None = Field(None, ge=1, description="first N problems of each JSONL benchmark")
+    samples: int = Field(1, ge=1, description="completions per problem (1 = greedy)")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy; >0 with samples>1 for pass@k")
+    pass_k: list[int] = Field(default_factory=lambda: [1])
+    fim_problems: int = Field(20, ge=1, le=164, description="HumanEval-FIM single-line tasks")
+    needle_lengths: list[int] = Field(default_factory=lambda: [256], description="haystack lengths in tokens")
+    needle_depths: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])
+    batch_size: int = Field(8, ge=1, description="prompts per generation batch")
 
 
 class TrackingSection(Section):
@@ -234,6 +257,7 @@ class RecipeConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    sandbox: SandboxSection = Field(default_factory=SandboxSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     k8s: K8sSection = Field(default_factory=K8sSection)
 

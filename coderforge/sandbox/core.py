@@ -1,0 +1,234 @@
+"""``run_program`` / ``run_many``: run untrusted programs and return verdicts.
+
+Safe by default: a run needs the namespaces of :mod:`coderforge.sandbox.isolation`; where they
+cannot be created it returns ``refused`` (saying why) unless ``allow_unisolated=True``, in which
+case it still applies the resource limits, a fresh scratch cwd, its own session/process group and
+an empty environment, and marks the verdict ``isolated=False``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+from coderforge.sandbox import isolation
+from coderforge.sandbox.isolation import Limits
+from coderforge.sandbox.languages import COMPILE_FAILED, COMPILE_MARKER, get_language
+from coderforge.sandbox.verdict import REFUSED, Verdict, classify
+
+MAX_OUTPUT = 64 * 1024
+TAIL = 4 * 1024
+
+
+class _Capture:
+    """Keeps the first ``limit`` bytes and the last ``TAIL`` bytes of a stream, draining the rest."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.limit - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > TAIL:
+                del self.tail[:-TAIL]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.head) + len(self.tail)
+
+    def raw(self) -> bytes:
+        return bytes(self.head + self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", "replace")
+        if not self.tail:
+            return head
+        tail = self.tail.decode("utf-8", "replace")
+        if self.truncated:
+            skipped = self.total - len(self.head) - len(self.tail)
+            return f"{head}\n...[{skipped} bytes truncated]...\n{tail}"
+        return head + tail
+
+
+def _safe_relpath(name: str) -> str:
+    p = PurePosixPath(name)
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise ValueError(f"file name {name!r} must be a relative path inside the scratch directory")
+    return str(p)
+
+
+def _limits(lang, timeout_s: float, memory_mb: int, fsize_mb: int, nofile: int, nproc: int | None) -> tuple:
+    cpu = max(1, math.ceil(timeout_s))
+    run = Limits(cpu_s=cpu, memory_mb=memory_mb + lang.as_extra_mb, nproc=nproc or lang.nproc,
+                 fsize_mb=fsize_mb, nofile=nofile)
+    comp = Limits(cpu_s=60, memory_mb=max(2048, memory_mb + lang.as_extra_mb), nproc=max(256, run.nproc),
+                  fsize_mb=max(64, fsize_mb), nofile=max(256, nofile))
+    return run, comp
+
+
+def _pump(proc: subprocess.Popen, deadline: float, out: _Capture, err: _Capture) -> bool:
+    """Read both pipes until EOF or the deadline; returns True when the deadline was hit."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ, out)
+    sel.register(proc.stderr, selectors.EVENT_READ, err)
+    open_streams = 2
+    try:
+        while open_streams:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            for key, _ in sel.select(timeout=min(left, 0.5)):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    open_streams -= 1
+                else:
+                    key.data.feed(chunk)
+        left = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(left, 0.01))
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+    finally:
+        sel.close()
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb: int = 512,
+                files: dict[str, str] | None = None, stdin: str = "", allow_unisolated: bool = False, *,
+                scratch_mb: int = 64, fsize_mb: int = 16, nofile: int = 64, nproc: int | None = None,
+                max_output: int = MAX_OUTPUT, compile_timeout_s: float = 60.0,
+                success_marker: str | None = None, hide_paths: list[str] | None = None) -> Verdict:
+    """Run ``code`` in the sandbox and return its verdict.
+
+    ``success_marker``: when given, an exit status of 0 only counts as ``passed`` if the program's
+    stdout contains the marker (append ``print(marker)`` after the tests), so a program that leaves
+    early with ``sys.exit(0)``/``os._exit(0)`` does not pass; the marker is removed from stdout.
+    """
+    t0 = time.monotonic()
+    language = get_language(lang, memory_mb, code)
+    isolated, reason = isolation.probe()
+    if not isolated and not allow_unisolated:
+        return Verdict(REFUSED, None, seconds=time.monotonic() - t0, lang=language.name, isolated=False,
+                       detail=f"sandbox isolation unavailable, refusing to run untrusted code: {reason} "
+                              "(pass allow_unisolated=True / --allow-unisolated to run with resource "
+                              "limits only)")
+    run_lim, comp_lim = _limits(language, timeout_s, memory_mb, fsize_mb, nofile, nproc)
+    stage = tempfile.mkdtemp(prefix="coderforge-sbx-")
+    lease = None
+    try:
+        os.chmod(stage, 0o755)
+        Path(stage, language.source).write_text(code)
+        for name, content in (files or {}).items():
+            target = Path(stage, _safe_relpath(name))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        if isolated:
+            uid = None
+            if isolation.is_root():
+                lease = isolation.UidLease()
+                uid = lease.uid
+            script = isolation.inner_script(stage, language.script, run_lim, comp_lim, uid=uid,
+                                            scratch_mb=scratch_mb,
+                                            hide=hide_paths if hide_paths is not None else isolation.private_host_paths())
+            cmd, cwd = isolation.outer_command(script), "/"
+            env = {"PATH": isolation.SYSTEM_PATH}
+        else:
+            cmd = ["sh", "-c", language.script]
+            cwd = stage
+            env = {"PATH": isolation.SYSTEM_PATH, "HOME": stage, "TMPDIR": stage, "LANG": "C.UTF-8",
+                   "LIMITS": run_lim.prlimit(), "CLIMITS": comp_lim.prlimit()}
+        wall = timeout_s + (compile_timeout_s if language.compiles else 0.0) + 1.0
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+        try:
+            if stdin:
+                try:
+                    proc.stdin.write(stdin.encode())
+                except BrokenPipeError:
+                    pass
+            proc.stdin.close()
+        except OSError:
+            pass
+        out, err = _Capture(max_output), _Capture(max_output)
+        timed_out = _pump(proc, time.monotonic() + wall, out, err)
+        if timed_out:
+            _kill_tree(proc)
+        else:
+            # the namespace is gone with its PID 1; stragglers in our session (unisolated) die too
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.stdout.close()
+        proc.stderr.close()
+        rc = proc.returncode
+        exit_code = None if timed_out else rc
+        stdout, stderr = out.text(), err.text()
+        compile_failed = exit_code == COMPILE_FAILED and COMPILE_MARKER in stderr
+        marker_ok = True
+        if success_marker is not None:
+            marker_ok = success_marker in out.raw().decode("utf-8", "replace")
+            stdout = stdout.replace(success_marker + "\n", "").replace(success_marker, "")
+        verdict, detail = classify(exit_code, stderr + "\n" + stdout[-2000:], timed_out=timed_out, marker_ok=marker_ok,
+                                   compile_failed=compile_failed)
+        if isolated and exit_code is not None and 120 <= exit_code <= 126 and not stdout and verdict != "passed":
+            detail = f"sandbox setup failed (exit {exit_code}): {stderr.strip()[-300:]}"
+        if not isolated:
+            detail = ("UNISOLATED run (no namespaces: network, filesystem and daemons not contained); "
+                      + detail).rstrip("; ")
+        return Verdict(verdict, exit_code, stdout, stderr, round(time.monotonic() - t0, 4), detail,
+                       lang=language.name, isolated=isolated, truncated=out.truncated or err.truncated,
+                       meta={"uid": lease.uid if lease else None})
+    finally:
+        if lease is not None:
+            lease.release()
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def run_many(jobs: Iterable[dict], workers: int | None = None) -> list[Verdict]:
+    """Run many programs in parallel (a thread pool driving one sandbox process each; the
+    programs themselves run in parallel processes). ``jobs`` are ``run_program`` keyword dicts;
+    verdicts come back in job order. ``workers`` defaults to the CPUs this process may use."""
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    workers = workers or default_workers()
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        return list(pool.map(lambda job: run_program(**job), jobs))
