@@ -10,6 +10,9 @@ On-disk format (``coderforge-tokens/1``), one directory:
 * per shard ``NAME.rowptr.npy`` – ``int64[rows + 1]``: row ``r``'s segments are
   ``doclens[rowptr[r]:rowptr[r+1]]``; they sum to at most ``seq_len``; the rest of the row is padding
   (``pad_id``, never a training target).
+* optionally, per shard ``NAME.docidx.npy`` – ``int64[n_segments]``: for each segment, the ordinal
+  of the sample (document) it belongs to, so a sample split over rows can be reassembled
+  (``TokenShards.document_tokens``); writers that pass ``doc_index`` to ``add_row`` produce it.
 
 A document longer than the room left in a row continues in the next row as a new segment. A
 training worker reads any row by its global index without loading the rest (``TokenShards.row``).
@@ -38,12 +41,19 @@ class TokenShardWriter:
         self.extra_meta = dict(extra_meta or {})
         self._rows: list[np.ndarray] = []
         self._lens: list[list[int]] = []
+        self._docidx: list[list[int]] | None = None
         self._shards: list[dict] = []
         self.tokens_real = 0
         self.tokens_pad = 0
 
-    def add_row(self, tokens, doc_lens: list[int]) -> None:
+    def add_row(self, tokens, doc_lens: list[int], doc_index: list[int] | None = None) -> None:
         tokens = np.asarray(tokens, dtype=np.uint32)
+        if doc_index is not None and len(doc_index) != len(doc_lens):
+            raise ValueError(f"doc_index {doc_index} does not match segments {doc_lens}")
+        if self._docidx is None and doc_index is not None and not self._shards and not self._rows:
+            self._docidx = []
+        if (self._docidx is not None) != (doc_index is not None):
+            raise ValueError("doc_index must be given for every row of a shard directory or for none")
         used = int(sum(doc_lens))
         if used > self.seq_len or len(tokens) != used:
             raise ValueError(f"row of {len(tokens)} tokens with segments {doc_lens} (seq_len {self.seq_len})")
@@ -53,6 +63,8 @@ class TokenShardWriter:
         row[:used] = tokens
         self._rows.append(row)
         self._lens.append([int(n) for n in doc_lens])
+        if self._docidx is not None:
+            self._docidx.append([int(i) for i in doc_index])
         self.tokens_real += used
         self.tokens_pad += self.seq_len - used
         if len(self._rows) >= self.rows_per_shard:
@@ -65,7 +77,11 @@ class TokenShardWriter:
         lens = np.asarray([n for row in self._lens for n in row], dtype=np.int32)
         ptr = np.zeros(len(self._lens) + 1, dtype=np.int64)
         ptr[1:] = np.cumsum([len(row) for row in self._lens])
-        for suffix, arr in (("tokens", np.stack(self._rows)), ("doclens", lens), ("rowptr", ptr)):
+        arrays = [("tokens", np.stack(self._rows)), ("doclens", lens), ("rowptr", ptr)]
+        if self._docidx is not None:
+            arrays.append(("docidx", np.asarray([i for row in self._docidx for i in row], dtype=np.int64)))
+            self._docidx = []
+        for suffix, arr in arrays:
             tmp = self.out_dir / f".{name}.{suffix}.npy.tmp"
             with open(tmp, "wb") as fh:
                 np.save(fh, arr)
@@ -100,6 +116,7 @@ class TokenShardWriter:
 class Row:
     tokens: np.ndarray  # uint32[seq_len]
     doc_lens: np.ndarray  # int32[n_segments]
+    doc_index: np.ndarray | None = None  # int64[n_segments], when the writer recorded it
 
 
 class TokenShards:
@@ -113,10 +130,12 @@ class TokenShards:
         self.seq_len = int(self.meta["seq_len"])
         self.pad_id = int(self.meta["pad_id"])
         self.eos_id = int(self.meta["eos_id"])
-        self._tokens, self._lens, self._ptr = [], [], []
+        self._tokens, self._lens, self._ptr, self._docidx = [], [], [], []
         starts = [0]
         for shard in self.meta["shards"]:
             name = shard["name"]
+            didx = self.path / f"{name}.docidx.npy"
+            self._docidx.append(np.load(didx) if didx.exists() else None)
             self._tokens.append(np.load(self.path / f"{name}.tokens.npy", mmap_mode="r"))
             self._lens.append(np.load(self.path / f"{name}.doclens.npy"))
             self._ptr.append(np.load(self.path / f"{name}.rowptr.npy"))
@@ -132,7 +151,27 @@ class TokenShards:
         s = int(np.searchsorted(self._starts, index, side="right") - 1)
         local = index - int(self._starts[s])
         ptr = self._ptr[s]
-        return Row(np.asarray(self._tokens[s][local]), self._lens[s][ptr[local]:ptr[local + 1]])
+        a, b = ptr[local], ptr[local + 1]
+        didx = self._docidx[s]
+        return Row(np.asarray(self._tokens[s][local]), self._lens[s][a:b],
+                   None if didx is None else didx[a:b])
+
+    @property
+    def has_doc_index(self) -> bool:
+        return bool(self._docidx) and all(d is not None for d in self._docidx)
+
+    def document_tokens(self) -> dict[int, np.ndarray]:
+        """Every sample's tokens reassembled from its segments across rows (needs ``docidx``)."""
+        if not self.has_doc_index:
+            raise ValueError(f"{self.path}: shards carry no per-segment document index")
+        parts: dict[int, list[np.ndarray]] = {}
+        for i in range(len(self)):
+            row = self.row(i)
+            start = 0
+            for n, d in zip(row.doc_lens, row.doc_index, strict=True):
+                parts.setdefault(int(d), []).append(row.tokens[start:start + int(n)])
+                start += int(n)
+        return {d: np.concatenate(p) for d, p in parts.items()}
 
 
 def position_ids(doc_lens, seq_len: int) -> np.ndarray:

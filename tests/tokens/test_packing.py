@@ -1,0 +1,120 @@
+"""Packing: every document's tokens are recoverable from the shards; ledger; held-out split; S3."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coderforge import ledger, records, storage
+from coderforge.tokens import packing as P
+from coderforge.tokens.shards import TokenShards, TokenShardWriter, labels_for
+from coderforge.tokens.tokenizer import tokenizer_info
+from coderforge.tracking import NullRun
+from tests.tokens._corpus import recipe
+
+
+def _expected_tokens(docs_dir, tokenizer_dir) -> dict[str, np.ndarray]:
+    tok = P.plain_text_tokenizer(tokenizer_dir)
+    eos = tokenizer_info(tokenizer_dir).eos_id
+    out = {}
+    for d in records.read_documents(docs_dir):
+        ids = tok.encode(d.content, add_special_tokens=False).ids
+        if ids:
+            out[d.id] = np.asarray(ids + [eos], dtype=np.uint32)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["best_fit", "stream"])
+def test_every_document_is_recoverable_from_the_shards(small_docs, small_tokenizer, tmp_path, mode):
+    cfg = recipe(pack={"seq_len": 512, "packing": mode, "rows_per_shard": 50, "max_open_rows": 16})
+    res = P.run_pack(cfg, small_docs, small_tokenizer, str(tmp_path), NullRun())
+    expected = _expected_tokens(small_docs, small_tokenizer)
+    seen = {}
+    for split in ("train", "heldout"):
+        shards = TokenShards(tmp_path / split)
+        assert shards.meta["seq_len"] == 512
+        index = P.read_index(tmp_path / split)
+        recovered = shards.document_tokens()
+        assert sorted(recovered) == [r["sample"] for r in index]
+        for row in index:
+            assert np.array_equal(recovered[row["sample"]], expected[row["id"]]), row["path"]
+            assert row["tokens"] == len(expected[row["id"]])
+            seen[row["id"]] = split
+        for i in range(len(shards)):
+            r = shards.row(i)
+            assert int(r.doc_lens.sum()) <= 512
+            pad = r.tokens[int(r.doc_lens.sum()):]
+            assert (pad == shards.pad_id).all()
+    assert set(seen) == set(expected)
+    assert res.metrics["tokens"] == sum(len(v) for v in expected.values())
+    assert 0 < res.metrics["heldout_tokens"] < res.metrics["train_tokens"]
+    if mode == "stream":
+        # only the last row of each split carries padding
+        assert res.metrics["rows"] * 512 - res.metrics["tokens"] < 2 * 512
+
+
+def test_ledger_and_control_token_hygiene(small_docs, small_tokenizer, tmp_path):
+    res = P.run_pack(recipe(pack={"seq_len": 256}), small_docs, small_tokenizer, str(tmp_path), NullRun())
+    rows = {r["id"]: r for r in ledger.read_ledger(str(tmp_path))}
+    assert len(rows) == records.count_documents(small_docs) == res.ledger.inputs
+    assert rows["empty-doc"]["status"] == "dropped"
+    assert rows["empty-doc"]["reason"] == "empty_after_tokenisation"
+    assert rows["control-text"]["status"] == "kept"
+    info = tokenizer_info(small_tokenizer)
+    control = set(info.control_ids.values()) - {info.eos_id}
+    for split in ("train", "heldout"):
+        shards = TokenShards(tmp_path / split)
+        for toks in shards.document_tokens().values():
+            # text that spells a control token is encoded as text; <|endoftext|> only ends samples
+            assert not control.intersection(toks.tolist())
+            assert toks[-1] == info.eos_id and info.eos_id not in toks[:-1].tolist()
+
+
+def test_heldout_split_is_deterministic_and_follows_the_fraction(small_docs, small_tokenizer, tmp_path):
+    cfg = recipe(pack={"seq_len": 1024})
+    P.run_pack(cfg, small_docs, small_tokenizer, str(tmp_path / "a"), NullRun())
+    P.run_pack(cfg, small_docs, small_tokenizer, str(tmp_path / "b"), NullRun())
+    ida = [r["id"] for r in P.read_index(tmp_path / "a" / "heldout")]
+    idb = [r["id"] for r in P.read_index(tmp_path / "b" / "heldout")]
+    assert ida == idb and ida
+    assert all(P.is_heldout(i, 0.1) for i in ida)
+    for name in ("train", "heldout"):
+        a = (tmp_path / "a" / name / "shard-00000.tokens.npy").read_bytes()
+        assert a == (tmp_path / "b" / name / "shard-00000.tokens.npy").read_bytes()
+    n = records.count_documents(small_docs)
+    assert 0.02 * n < len(ida) < 0.25 * n
+
+
+def test_best_fit_keeps_short_samples_whole_and_labels_stay_inside_segments(small_tokenizer, tmp_path):
+    w = TokenShardWriter(tmp_path, seq_len=10, pad_id=0, eos_id=1, vocab_size=50)
+    p = P.Packer(w, 10, "best_fit", max_open=4)
+    for k, n in enumerate([7, 3, 6, 4, 5, 23, 2]):
+        p.add(np.arange(2, 2 + n, dtype=np.uint32), k)
+    p.close()
+    meta = w.close()
+    assert meta["tokens_real"] == 50 and meta["num_rows"] == 5 and meta["tokens_pad"] == 0
+    shards = TokenShards(tmp_path)
+    rows = [shards.row(i) for i in range(len(shards))]
+    segs = sorted((int(d), int(n)) for r in rows for d, n in zip(r.doc_index, r.doc_lens, strict=True))
+    # sample 5 (23 tokens) is cut into 10 + 10 + 3; the others stay whole
+    assert segs == [(0, 7), (1, 3), (2, 6), (3, 4), (4, 5), (5, 3), (5, 10), (5, 10), (6, 2)]
+    for r in rows:
+        lab = labels_for(r, 10)
+        start = 0
+        for n in r.doc_lens:
+            assert lab[start] == -100
+            start += int(n)
+
+
+def test_pack_to_and_from_s3(s3_env, small_docs, small_tokenizer):
+    tok_uri = storage.join(s3_env, "tokenizer")
+    storage.upload_dir(small_tokenizer, tok_uri)
+    docs_uri = storage.join(s3_env, "docs")
+    for uri in records.list_shards(small_docs)[:3]:
+        storage.write_bytes(storage.join(docs_uri, uri.rsplit("/", 1)[-1]), storage.read_bytes(uri))
+    out = storage.join(s3_env, "tokens")
+    res = P.run_pack(recipe(pack={"seq_len": 256}), docs_uri, tok_uri, out, NullRun())
+    assert res.ledger.inputs == records.count_documents(docs_uri)
+    names = storage.list_uris(out)
+    assert any(n.endswith("train/meta.json") for n in names)
+    assert any(n.endswith("ledger.json") for n in names)
