@@ -186,6 +186,9 @@ class TokenizerSection(Section):
 class PackSection(Section):
     seq_len: int = Field(8192, ge=16)
     rows_per_shard: int = Field(4096, ge=1)
+    packing: Literal["best_fit", "stream"] = Field(
+        "best_fit", description="best_fit keeps samples whole in a row when they fit; stream cuts rows at seq_len")
+    max_open_rows: int = Field(512, ge=1, description="best_fit: rows kept open for filling")
 
 
 class ModelSection(Section):
