@@ -199,7 +199,7 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
         if success_marker is not None:
             marker_ok = success_marker in out.raw().decode("utf-8", "replace")
             stdout = stdout.replace(success_marker + "\n", "").replace(success_marker, "")
-        verdict, detail = classify(exit_code, stderr + "\n" + stdout[-2000:], timed_out=timed_out, marker_ok=marker_ok,
+        verdict, detail = classify(exit_code, stderr, stdout=stdout[-4000:], timed_out=timed_out, marker_ok=marker_ok,
                                    compile_failed=compile_failed)
         if isolated and exit_code is not None and 120 <= exit_code <= 126 and not stdout and verdict != "passed":
             detail = f"sandbox setup failed (exit {exit_code}): {stderr.strip()[-300:]}"

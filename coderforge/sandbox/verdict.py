@@ -72,7 +72,7 @@ def failure_detail(stderr: str, max_chars: int = 600) -> str:
     return text[-max_chars:]
 
 
-def classify(exit_code: int | None, stderr: str, *, timed_out: bool, marker_ok: bool = True,
+def classify(exit_code: int | None, stderr: str, *, stdout: str = "", timed_out: bool, marker_ok: bool = True,
              compile_failed: bool = False) -> tuple[str, str]:
     """(verdict, detail) from how the program ended.
 
@@ -94,7 +94,7 @@ def classify(exit_code: int | None, stderr: str, *, timed_out: bool, marker_ok: 
     sig = exit_code - 128 if exit_code > 128 else (-exit_code if exit_code < 0 else 0)
     if sig in (signal.SIGXCPU, signal.SIGKILL):
         return TIMEOUT, f"CPU-time limit reached ({signal_name(sig)})"
-    if any(m in stderr for m in _OOM_MARKERS):
+    if any(m in stderr or m in stdout for m in _OOM_MARKERS):  # the JVM reports on stdout
         return OOM, failure_detail(stderr) or "allocation failed under the memory limit"
     if sig:
         if sig == signal.SIGXFSZ:
