@@ -29,7 +29,7 @@ COPY pyproject.toml README.md ./
 COPY images/requirements_for.py images/requirements_for.py
 # torch first from the CPU index (the PyPI wheel would pull CUDA libraries), then the pinned rest.
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}" \
- && python images/requirements_for.py --exclude torch > /tmp/requirements.txt \
+ && python images/requirements_for.py --exclude torch --extras server > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
 COPY coderforge coderforge

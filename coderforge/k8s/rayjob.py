@@ -335,6 +335,15 @@ class RayJobApi(Protocol):
     def submitter_log(self, namespace: str, name: str, since_ts: str | None) -> list[str]: ...
 
 
+# The Kubernetes permissions KubeRayApi needs, as (apiGroup, resource, verbs): the chart's Role grants
+# exactly these (helm/coderforge/templates/rbac.yaml; tests/k8s/test_chart.py compares them).
+RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("ray.io", "rayjobs", ("create", "delete", "get")),
+    ("", "pods", ("list",)),
+    ("", "pods/log", ("get",)),
+)
+
+
 class KubeRayApi:
     """``RayJobApi`` over the official ``kubernetes`` client (in-cluster config, else kubeconfig)."""
 
