@@ -117,7 +117,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def summarize(results: list[list[dict]], ks: tuple[int, ...] = (1,)) -> dict[str, float]:
-    """Mean unbiased pass@k over problems (k larger than the samples per problem are skipped)."""
+    """Mean unbiased pass@k over problems as ``pass_at_<k>`` (MLflow rejects ``@`` in metric names);
+    a k larger than the samples per problem is skipped."""
     metrics: dict[str, float] = {"n_problems": float(len(results))}
     if not results:
         return metrics
@@ -128,5 +129,5 @@ def summarize(results: list[list[dict]], ks: tuple[int, ...] = (1,)) -> dict[str
             if n >= k:
                 vals.append(pass_at_k(n, c, k))
         if len(vals) == len(results):
-            metrics[f"pass@{k}"] = float(np.mean(vals))
+            metrics[f"pass_at_{k}"] = float(np.mean(vals))
     return metrics

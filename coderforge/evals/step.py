@@ -46,7 +46,7 @@ def _execution_bench(name: str, problems, backend, cfg: RecipeConfig, out: Path,
     verdicts: dict[str, int] = {}
     for r in rows:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
-    metrics = {f"{name}_{k}": v for k, v in summary.items() if k.startswith("pass@")}
+    metrics = {f"{name}_{k}": v for k, v in summary.items() if k.startswith("pass_at_")}
     metrics[f"{name}_n"] = float(len(problems))
     metrics[f"{name}_generate_seconds"] = round(t_gen, 3)
     metrics[f"{name}_execute_seconds"] = round(t_exec, 3)

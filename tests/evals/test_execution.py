@@ -29,7 +29,7 @@ def test_all_164_canonical_solutions_pass_and_broken_ones_fail():
     res = check_completions(problems, canonical, timeout_s=10)
     failing = [(r[0]["task_id"], r[0]["verdict"], r[0]["detail"]) for r in res if not r[0]["passed"]]
     assert failing == []
-    assert summarize(res)["pass@1"] == 1.0
+    assert summarize(res)["pass_at_1"] == 1.0
     # deliberately broken: wrong value, an exception, an early successful exit (must not count as a pass)
     broken = [["    return None\n"] if i % 3 == 0 else
               ["    raise RuntimeError('broken on purpose')\n"] if i % 3 == 1 else
@@ -37,7 +37,7 @@ def test_all_164_canonical_solutions_pass_and_broken_ones_fail():
     res = check_completions(problems, broken, timeout_s=10)
     wrongly_passing = [r[0]["task_id"] for r in res if r[0]["passed"]]
     assert wrongly_passing == []
-    assert summarize(res)["pass@1"] == 0.0
+    assert summarize(res)["pass_at_1"] == 0.0
     assert any("completion marker missing" in r[0]["detail"] for r in res)
     assert any("broken on purpose" in r[0]["detail"] for r in res)
 
@@ -68,8 +68,8 @@ def test_pass_at_k_rejects_k_above_n():
 def test_summarize_averages_over_problems():
     res = [[{"passed": True}, {"passed": False}], [{"passed": False}, {"passed": False}]]
     m = summarize(res, ks=(1, 2, 5))
-    assert m["pass@1"] == pytest.approx(0.25) and m["pass@2"] == pytest.approx(0.5)
-    assert "pass@5" not in m  # not enough samples
+    assert m["pass_at_1"] == pytest.approx(0.25) and m["pass_at_2"] == pytest.approx(0.5)
+    assert "pass_at_5" not in m  # not enough samples
 
 
 @needs_sandbox

@@ -22,7 +22,7 @@ def test_run_evaluate_writes_metrics_results_and_summary(tiny_model_dir, tiny_da
     res = run_evaluate(_cfg(), str(tiny_model_dir), str(tiny_data_dir), str(tmp_path / "out"), run)
     m = res.metrics
     assert m["humaneval_n"] == 3
-    assert 0.0 <= m["humaneval_pass@1"] <= 1.0
+    assert 0.0 <= m["humaneval_pass_at_1"] <= 1.0
     # a random model: per-token loss near ln(vocab), and ppl = exp(loss)
     assert 3.0 < m["heldout_loss"] < 10.0 and math.isclose(m["heldout_ppl"], math.exp(m["heldout_loss"]))
     rows = [json.loads(x) for x in (tmp_path / "out" / "humaneval_results.jsonl").read_text().splitlines()]
@@ -31,7 +31,7 @@ def test_run_evaluate_writes_metrics_results_and_summary(tiny_model_dir, tiny_da
         assert all(r["isolated"] for r in rows)
         assert all(r["verdict"] in {"passed", "failed", "timeout", "oom", "crashed"} for r in rows)
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "humaneval_pass@1" in summary and "HumanEval/2" in summary
+    assert "humaneval_pass_at_1" in summary and "HumanEval/2" in summary
     assert str(tmp_path / "out" / "summary.md") in res.artifacts
     assert str(tmp_path / "out" / "humaneval_results.jsonl") in res.artifacts
     # per-problem table logged to MLflow as a table artifact
