@@ -71,6 +71,22 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: 
     sys.stdout.write(cfg.to_yaml())
 
 
+def _register_subcommands() -> None:
+    """Commands that live beside the code they drive."""
+    from coderforge.evals.cli import compare
+    from coderforge.k8s.cli import submit
+    from coderforge.sandbox.cli import app as sandbox_app
+    from coderforge.tokens.cli import order_repo
+
+    app.add_typer(sandbox_app, name="sandbox", help="Run untrusted programs in the sandbox.")
+    app.command("compare", help="Compare MLflow runs side by side (table and chart).")(compare)
+    app.command("order-repo", help="Print a repository's files in training (dependency) order.")(order_repo)
+    app.command("submit", help="Compile a recipe and submit it to a Kubeflow Pipelines endpoint.")(submit)
+
+
+_register_subcommands()
+
+
 def main() -> None:  # pragma: no cover
     app()
 
