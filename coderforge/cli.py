@@ -71,6 +71,33 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: 
     sys.stdout.write(cfg.to_yaml())
 
 
+@app.command()
+def step(
+    name: Annotated[str, typer.Argument(help="step name: ingest, filter, dedup, tokenizer, pack, pretrain, ...")],
+    recipe: Annotated[Path, typer.Option(help="recipe YAML")],
+    out: Annotated[str, typer.Option(help="output directory or s3:// prefix")],
+    in_: Annotated[list[str] | None, typer.Option("--in", help="input: arg=path-or-s3-uri (repeatable)")] = None,
+    parent_run_id: Annotated[str, typer.Option(help="MLflow parent run id")] = "",
+):
+    """Run one recipe step outside a pipeline (what a KubeRay RayJob runs on a cluster)."""
+    from coderforge.runtime import execute_step_with_uris
+    from coderforge.steps import STEP_FUNCTIONS
+
+    if name not in STEP_FUNCTIONS:
+        typer.echo(f"error: unknown step {name!r}; steps: {', '.join(STEP_FUNCTIONS)}", err=True)
+        raise typer.Exit(2)
+    cfg = _load(recipe, None)
+    inputs = {}
+    for item in in_ or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in STEP_FUNCTIONS[name][1]:
+            typer.echo(f"error: --in {item!r}: expected one of {STEP_FUNCTIONS[name][1]} as arg=uri", err=True)
+            raise typer.Exit(2)
+        inputs[key] = value
+    result = execute_step_with_uris(name, cfg.to_json(), parent_run_id, out, inputs)
+    typer.echo(result.to_json())
+
+
 def _register_subcommands() -> None:
     """Commands that live beside the code they drive."""
     from coderforge.evals.cli import compare

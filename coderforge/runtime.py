@@ -174,3 +174,73 @@ def finish_pipeline_run(recipe_yaml: str, parent_run_id: str, reports_json: dict
     parent.client.log_text(parent_run_id, summary_markdown(summary), "summary.md")
     parent.client.set_terminated(parent_run_id, status="FINISHED")
     return summary
+
+
+# --- heavy steps on a cluster ------------------------------------------------------------------
+
+def to_s3_uri(uri: str) -> str:
+    """KFP artifact URIs as S3 URIs (KFP's MinIO store writes ``minio://bucket/key``)."""
+    for scheme in ("minio://", "s3://"):
+        if uri.startswith(scheme):
+            return "s3://" + uri[len(scheme):]
+    raise ValueError(f"artifact URI {uri!r} is not in object storage; a RayJob cannot read it")
+
+
+def execute_heavy_step(step: str, recipe_yaml: str, parent_run_id: str, out_path: str, out_uri: str,
+                       inputs: dict[str, tuple[str, str]]) -> StepResult:
+    """Run a heavy step (training, large curation) where the recipe says: on an ephemeral KubeRay
+    cluster (``k8s.rayjob.enabled`` and the step listed in ``k8s.rayjob.steps``), reading inputs
+    from and writing outputs to object storage; otherwise here, on local Ray.
+
+    ``inputs`` maps each input argument name to ``(local_path, artifact_uri)``.
+    """
+    from coderforge.steps import read_step_report, step_function
+
+    setup_logging()
+    cfg = load_recipe_text(recipe_yaml, origin=f"recipe passed to step {step}")
+    rj = cfg.k8s.rayjob
+    if not (rj.enabled and step in rj.steps):
+        return execute_step(step, recipe_yaml, parent_run_id, step_function(step), out_path,
+                            **{k: local for k, (local, _uri) in inputs.items()})
+    from coderforge.k8s.rayjob import run_step_on_rayjob
+
+    remote_out = to_s3_uri(out_uri)
+    args = ["step", step, "--recipe", "{recipe}", "--parent-run-id", parent_run_id, "--out", remote_out]
+    for name, (_local, uri) in inputs.items():
+        args += ["--in", f"{name}={to_s3_uri(uri)}"]
+    log.info("step %s: running on a KubeRay RayJob, output %s", step, remote_out)
+    run_step_on_rayjob(step, recipe_yaml, cfg.k8s, module="coderforge.cli", args=args, emit=log.info)
+    storage.download_dir(remote_out, out_path)  # the KFP launcher uploads out_path as the artifact
+    report = read_step_report(out_path)
+    from coderforge.ledger import LedgerSummary
+
+    ledger = report.get("ledger")
+    return StepResult(
+        ledger=LedgerSummary(step=step, inputs=ledger["in"], kept=ledger["kept"], dropped=ledger["dropped"],
+                             quarantined=ledger["quarantined"], reasons=ledger["reasons"],
+                             bytes_in=ledger["bytes_in"], bytes_kept=ledger["bytes_kept"],
+                             fixed=ledger.get("fixed", 0)) if ledger else None,
+        metrics=report.get("metrics", {}), info=report.get("info", {}),
+    )
+
+
+def execute_step_with_uris(step: str, recipe_yaml: str, parent_run_id: str, out_uri: str,
+                           inputs: dict[str, str]) -> StepResult:
+    """``coderforge step``: run a step whose inputs/outputs may be ``s3://`` prefixes (inputs are
+    copied to a scratch directory first, the output directory is uploaded at the end)."""
+    import tempfile
+
+    from coderforge.steps import step_function
+
+    with tempfile.TemporaryDirectory(prefix=f"coderforge-{step}-") as scratch:
+        local_inputs = {}
+        for name, uri in inputs.items():
+            if storage.is_s3(uri):
+                local_inputs[name] = str(storage.download_dir(uri, Path(scratch) / "in" / name))
+            else:
+                local_inputs[name] = str(storage.local_path(uri))
+        out_local = str(Path(scratch) / "out") if storage.is_s3(out_uri) else str(storage.local_path(out_uri))
+        result = execute_step(step, recipe_yaml, parent_run_id, step_function(step), out_local, **local_inputs)
+        if storage.is_s3(out_uri):
+            storage.upload_dir(out_local, out_uri)
+    return result

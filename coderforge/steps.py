@@ -51,3 +51,26 @@ def write_step_report(out_dir: str, step: str, result: StepResult) -> None:
 
 def read_step_report(out_dir: str) -> dict[str, Any]:
     return json.loads(storage.read_text(storage.join(out_dir, "step.json")))
+
+
+# Every step by name: "module:function" and the names of its input-directory arguments, in order.
+# `coderforge step NAME` (what a RayJob runs on a cluster) and the components use this table.
+STEP_FUNCTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ingest": ("coderforge.data.ingest:run_ingest", ()),
+    "filter": ("coderforge.data.filters:run_filter", ("in_dir",)),
+    "dedup": ("coderforge.data.dedup:run_dedup", ("in_dir",)),
+    "decontam": ("coderforge.data.decontam:run_decontam", ("in_dir",)),
+    "tokenizer": ("coderforge.tokens.tokenizer:run_tokenizer", ("docs_dir",)),
+    "pack": ("coderforge.tokens.packing:run_pack", ("docs_dir", "tokenizer_dir")),
+    "pretrain": ("coderforge.train.pretrain:run_pretrain", ("data_dir", "tokenizer_dir")),
+    "evaluate": ("coderforge.evals.step:run_evaluate", ("model_dir", "data_dir")),
+}
+
+
+def step_function(name: str):
+    import importlib
+
+    if name not in STEP_FUNCTIONS:
+        raise KeyError(f"unknown step {name!r}; steps: {', '.join(STEP_FUNCTIONS)}")
+    module, func = STEP_FUNCTIONS[name][0].split(":")
+    return getattr(importlib.import_module(module), func)

@@ -9,13 +9,13 @@ from components._images import TRAIN_IMAGE
 @dsl.component(base_image=TRAIN_IMAGE)
 def pretrain(recipe: str, parent_run_id: str, tokens: Input[Dataset], tokenizer: Input[Model],
              model: Output[Model]) -> str:
-    """File-level pretraining of a Qwen2ForCausalLM with Ray Train; the model is saved in HF format."""
+    """File-level pretraining of a Qwen2ForCausalLM with Ray Train (local Ray, or a KubeRay RayJob when
+    the recipe enables it); the model is saved in HF format."""
     import os
 
-    from coderforge.runtime import execute_step
-    from coderforge.train.pretrain import run_pretrain
+    from coderforge.runtime import execute_heavy_step
 
-    res = execute_step("pretrain", recipe, parent_run_id, run_pretrain, model.path, data_dir=tokens.path,
-                       tokenizer_dir=tokenizer.path)
-    res.info.setdefault("model_path", os.path.join(model.path, "model"))
+    res = execute_heavy_step("pretrain", recipe, parent_run_id, model.path, model.uri,
+                             {"data_dir": (tokens.path, tokens.uri), "tokenizer_dir": (tokenizer.path, tokenizer.uri)})
+    res.info["model_path"] = os.path.join(model.path, "model")  # where this task's artifact holds it
     return res.to_json()
