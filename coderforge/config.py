@@ -191,6 +191,23 @@ class PackSection(Section):
     max_open_rows: int = Field(512, ge=1, description="best_fit: rows kept open for filling")
 
 
+class FimSection(Section):
+    """File-level fill-in-the-middle (recipe.md §3.1, §3.4): per document, before packing."""
+
+    rate: float = Field(0.5, ge=0, le=1, description="fraction of training documents turned into FIM samples")
+    spm_rate: float = Field(0.0, ge=0, le=1, description="fraction of FIM samples in SPM order (Qwen: PSM only)")
+    seed: int | None = Field(None, description="FIM randomness; default run.seed")
+    apply_to_heldout: bool = Field(False, description="FIM held-out documents too (default: plain, for perplexity)")
+
+
+class RepoSection(Section):
+    """Repo-level samples (recipe.md §3.2, §9.3): files in dependency order, `<|repo_name|>`/`<|file_sep|>`."""
+
+    seq_len: int = Field(32768, ge=16, description="row length of the repo-level stage")
+    fim_rate: float = Field(0.5, ge=0, le=1, description="repo-level FIM of the last file of a sample")
+    fim_reserve_tokens: int = Field(8, ge=0, description="room kept per sample for the FIM control tokens")
+
+
 class ModelSection(Section):
     """A Qwen2ForCausalLM shape: a named Qwen2.5-Coder size or an explicit debug shape."""
 
@@ -346,6 +363,8 @@ class RecipeConfig(Section):
     decontam: DecontamSection = Field(default_factory=DecontamSection)
     tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
     pack: PackSection = Field(default_factory=PackSection)
+    fim: FimSection = Field(default_factory=FimSection)
+    repo: RepoSection = Field(default_factory=RepoSection)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)

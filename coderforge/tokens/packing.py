@@ -35,6 +35,7 @@ from tokenizers import Tokenizer
 from coderforge import records, storage
 from coderforge.ledger import Ledger
 from coderforge.steps import StepResult
+from coderforge.tokens import formats as F
 from coderforge.tokens.shards import TokenShardWriter
 from coderforge.tokens.tokenizer import TokenizerInfo, tokenizer_info
 
@@ -148,8 +149,54 @@ class SplitOutput:
     index: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class Sample:
+    """One training sample before encoding: its pieces, split, index row and the documents it covers."""
+
+    pieces: list[str]
+    split: str
+    format: str
+    docs: list
+    id: str
+    repo: str
+    path: str
+
+
 def encode_texts(tok: Tokenizer, texts: list[str]) -> list[np.ndarray]:
     return [np.asarray(e.ids, dtype=np.uint32) for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def encode_samples(tok: Tokenizer, samples: list[Sample], ctrl_ids: dict[str, int]) -> list:
+    """Token ids of each sample (``np.ndarray``), ``None`` when its text encodes to nothing, or the
+    exception that encoding it raised."""
+    texts = [p for s in samples for p in s.pieces if p and not isinstance(p, F.Ctrl)]
+    try:
+        encoded = iter(encode_texts(tok, texts))
+        per_sample = [None] * len(samples)
+        for k, s in enumerate(samples):
+            per_sample[k] = [next(encoded) if not isinstance(p, F.Ctrl) else None
+                             for p in s.pieces if p]
+    except Exception:  # one bad document must not sink the batch: retry one by one
+        if len(samples) == 1:
+            raise
+        out = []
+        for s in samples:
+            try:
+                out.extend(encode_samples(tok, [s], ctrl_ids))
+            except Exception as exc:  # noqa: BLE001 - recorded in the ledger
+                out.append(exc)
+        return out
+    out = []
+    for s, enc in zip(samples, per_sample, strict=True):
+        parts, n_text = [], 0
+        for p, ids in zip([p for p in s.pieces if p], enc, strict=True):
+            if isinstance(p, F.Ctrl):
+                parts.append(np.asarray([ctrl_ids[p]], dtype=np.uint32))
+            else:
+                parts.append(ids)
+                n_text += len(ids)
+        out.append(np.concatenate(parts) if n_text else None)
+    return out
 
 
 def _batches(it: Iterable, size: int) -> Iterator[list]:
@@ -166,7 +213,7 @@ def _batches(it: Iterable, size: int) -> Iterator[list]:
 def _write_index(path: Path, rows: list[dict]) -> None:
     table = pa.Table.from_pylist(rows, schema=pa.schema([
         ("sample", pa.int64()), ("id", pa.string()), ("repo", pa.string()), ("path", pa.string()),
-        ("tokens", pa.int64()), ("format", pa.string()),
+        ("tokens", pa.int64()), ("format", pa.string()), ("docs", pa.int64()),
     ]))
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
@@ -177,45 +224,122 @@ def read_index(split_dir: str | Path) -> list[dict]:
     return pq.read_table(Path(split_dir) / "documents.parquet").to_pylist()
 
 
+def fim_seed(cfg) -> int:
+    return cfg.fim.seed if cfg.fim.seed is not None else cfg.run.seed
+
+
+def file_level_samples(cfg, docs: Iterable) -> Iterator[Sample]:
+    """One sample per document; training documents are FIM'd at ``fim.rate`` (PSM/SPM)."""
+    frac, seed = cfg.data.heldout_fraction, fim_seed(cfg)
+    for doc in docs:
+        split = "heldout" if is_heldout(doc.id, frac) else "train"
+        if split == "train" or cfg.fim.apply_to_heldout:
+            pieces, fmt = F.file_sample(doc.content, doc.id, seed, cfg.fim.rate, cfg.fim.spm_rate)
+        else:
+            pieces, fmt = [doc.content, F.EOT], "plain"
+        yield Sample(pieces, split, fmt, [doc], doc.id, doc.repo, doc.path)
+
+
+def repo_level_samples(cfg, docs: Iterable, tok: Tokenizer) -> Iterator[Sample | tuple]:
+    """Repo-level samples (recipe.md §3.2): each repository's files in dependency order
+    (``coderforge.data.repo_order``), cut at file boundaries into samples that fit
+    ``repo.seq_len`` tokens where possible; the last file of a sample is FIM'd at
+    ``repo.fim_rate``. Held-out is decided per repository. Yields ``("drop", doc, reason)`` for
+    documents that cannot enter a sample."""
+    from coderforge.data.repo_order import order_files
+
+    by_repo: dict[str, list] = {}
+    for doc in docs:
+        by_repo.setdefault(doc.repo, []).append(doc)
+    seed, budget = fim_seed(cfg), cfg.repo.seq_len
+    for repo in sorted(by_repo):
+        rdocs = {}
+        for d in by_repo[repo]:
+            if not d.content:
+                yield ("drop", d, "empty_file")
+            elif d.path in rdocs:
+                yield ("drop", d, f"duplicate_path:{rdocs[d.path].id}")
+            else:
+                rdocs[d.path] = d
+        if not rdocs:
+            continue
+        order = order_files({p: d.content for p, d in rdocs.items()}).paths
+        split = "heldout" if is_heldout(f"repo:{repo}", cfg.data.heldout_fraction) else "train"
+        sizes = [len(x) for x in encode_texts(tok, [f"{p}\n{rdocs[p].content}" for p in order])]
+        header = len(encode_texts(tok, [f"{repo}\n"])[0]) + 2  # + <|repo_name|>, <|endoftext|>
+        chunks, cur, used = [], [], header
+        for p, n in zip(order, sizes, strict=True):
+            cost = n + 2  # <|file_sep|> and the joining newline
+            if cur and used + cost > budget - cfg.repo.fim_reserve_tokens:
+                chunks.append(cur)
+                cur, used = [], header
+            cur.append(p)
+            used += cost
+        if cur:
+            chunks.append(cur)
+        for k, paths in enumerate(chunks):
+            rng = F.doc_rng(seed, f"{repo}\x00{k}", salt="repo-fim")
+            fim = split == "train" and len(paths) > 0 and rng.random() < cfg.repo.fim_rate
+            pieces = F.repo_sample(repo, [(p, rdocs[p].content) for p in paths], fim_last=fim, rng=rng)
+            yield Sample(pieces, split, "repo_fim" if fim else "repo", [rdocs[p] for p in paths],
+                         f"{repo}#{k}", repo, "\n".join(paths))
+
+
 def pack_documents(cfg, docs: Iterable, tokenizer_dir: str | Path, out_dir: Path, ledger: Ledger,
                    stage: str = "file") -> dict:
-    """Tokenise, format and pack ``docs`` into ``out_dir/train`` and ``out_dir/heldout``."""
+    """Format, tokenise and pack ``docs`` into ``out_dir/train`` and ``out_dir/heldout``.
+
+    ``stage="file"``: file-level samples (FIM at ``fim.rate``), rows of ``pack.seq_len``;
+    ``stage="repo"``: repo-level samples in dependency order, rows of ``repo.seq_len``.
+    """
+    if stage not in ("file", "repo"):
+        raise ValueError(f"unknown pack stage {stage!r} (file or repo)")
     info: TokenizerInfo = tokenizer_info(tokenizer_dir)
     tok = plain_text_tokenizer(tokenizer_dir)
     pc = cfg.pack
-    eos = np.asarray([info.eos_id], dtype=np.uint32)
-    meta = {"stage": stage, "packing": pc.packing, "tokenizer_vocab_size": info.vocab_size}
+    seq_len = pc.seq_len if stage == "file" else cfg.repo.seq_len
+    needed = [F.EOT] + ([F.PRE, F.MID, F.SUF] if (cfg.fim.rate > 0 or stage == "repo") else []) + \
+        ([F.REPO, F.SEP] if stage == "repo" else [])
+    missing = [t for t in needed if t not in info.control_ids and t != F.EOT]
+    if missing:
+        raise ValueError(f"tokenizer at {tokenizer_dir} lacks control tokens {missing} needed by stage {stage}")
+    ctrl = dict(info.control_ids)
+    ctrl[F.EOT] = info.eos_id
+    meta = {"stage": stage, "packing": pc.packing, "tokenizer_vocab_size": info.vocab_size,
+            "fim_rate": cfg.fim.rate if stage == "file" else cfg.repo.fim_rate,
+            "fim_spm_rate": cfg.fim.spm_rate, "fim_seed": fim_seed(cfg)}
     splits = {}
     for name in ("train", "heldout"):
-        writer = TokenShardWriter(out_dir / name, pc.seq_len, info.pad_id, info.eos_id, info.vocab_size,
+        writer = TokenShardWriter(out_dir / name, seq_len, info.pad_id, info.eos_id, info.vocab_size,
                                   rows_per_shard=pc.rows_per_shard, extra_meta={**meta, "split": name})
-        splits[name] = SplitOutput(writer, Packer(writer, pc.seq_len, pc.packing, pc.max_open_rows))
-    frac = cfg.data.heldout_fraction
-    for batch in _batches(docs, ENCODE_BATCH):
-        try:
-            encoded = encode_texts(tok, [d.content for d in batch])
-        except Exception:  # one bad document must not sink the batch: retry one by one
-            encoded = []
-            for d in batch:
-                try:
-                    encoded.append(encode_texts(tok, [d.content])[0])
-                except Exception as exc:  # noqa: BLE001 - recorded in the ledger
-                    encoded.append(exc)
-        for doc, ids in zip(batch, encoded, strict=True):
+        splits[name] = SplitOutput(writer, Packer(writer, seq_len, pc.packing, pc.max_open_rows))
+    formats: dict[str, int] = {}
+    stream = file_level_samples(cfg, docs) if stage == "file" else repo_level_samples(cfg, docs, tok)
+    for batch in _batches(stream, ENCODE_BATCH):
+        samples = []
+        for item in batch:
+            if isinstance(item, tuple):
+                ledger.drop(item[1], item[2])
+            else:
+                samples.append(item)
+        for s, ids in zip(samples, encode_samples(tok, samples, ctrl) if samples else [], strict=True):
             if isinstance(ids, Exception):
-                ledger.quarantine(doc.id, f"{type(ids).__name__}: {ids}", doc.repo, doc.path,
-                                  reason="tokenisation_error")
+                for doc in s.docs:
+                    ledger.quarantine(doc.id, f"{type(ids).__name__}: {ids}", doc.repo, doc.path,
+                                      reason="tokenisation_error")
                 continue
-            if len(ids) == 0:
-                ledger.drop(doc, "empty_after_tokenisation")
+            if ids is None:
+                for doc in s.docs:
+                    ledger.drop(doc, "empty_after_tokenisation")
                 continue
-            split = splits["heldout" if is_heldout(doc.id, frac) else "train"]
-            sample = np.concatenate([ids, eos])
+            split = splits[s.split]
             ordinal = len(split.index)
-            split.packer.add(sample, ordinal)
-            split.index.append({"sample": ordinal, "id": doc.id, "repo": doc.repo, "path": doc.path,
-                                "tokens": len(sample), "format": "plain"})
-            ledger.keep(doc, detail="heldout" if split is splits["heldout"] else "train")
+            split.packer.add(ids, ordinal)
+            split.index.append({"sample": ordinal, "id": s.id, "repo": s.repo, "path": s.path,
+                                "tokens": len(ids), "format": s.format, "docs": len(s.docs)})
+            formats[s.format] = formats.get(s.format, 0) + 1
+            for doc in s.docs:
+                ledger.keep(doc, detail=f"{s.split}:{s.format}")
     out = {}
     for name, split in splits.items():
         split.packer.close()
@@ -223,6 +347,7 @@ def pack_documents(cfg, docs: Iterable, tokenizer_dir: str | Path, out_dir: Path
         split.writer.extra_meta["split_samples"] = split.packer.split_samples
         out[name] = split.writer.close()
         _write_index(out_dir / name / "documents.parquet", split.index)
+    out["formats"] = formats
     return out
 
 
@@ -252,5 +377,8 @@ def run_pack(cfg, docs_dir: str, tokenizer_dir: str, out_dir: str, run, stage: s
         "heldout_tokens": ho["tokens_real"], "heldout_rows": ho["num_rows"],
         "samples": tr["samples"] + ho["samples"], "split_samples": tr["split_samples"] + ho["split_samples"],
     }
+    for fmt, n in metas["formats"].items():
+        metrics[f"samples_{fmt}"] = n
     return StepResult(ledger=summary, metrics=metrics,
-                      info={"stage": stage, "seq_len": cfg.pack.seq_len, "packing": cfg.pack.packing})
+                      info={"stage": stage, "seq_len": tr["seq_len"], "packing": cfg.pack.packing,
+                            "formats": metas["formats"]})

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from coderforge import ledger, records, storage
+from coderforge.tokens import formats as F
 from coderforge.tokens import packing as P
 from coderforge.tokens.shards import TokenShards, TokenShardWriter, labels_for
 from coderforge.tokens.tokenizer import tokenizer_info
@@ -13,22 +14,32 @@ from coderforge.tracking import NullRun
 from tests.tokens._corpus import recipe
 
 
-def _expected_tokens(docs_dir, tokenizer_dir) -> dict[str, np.ndarray]:
+def _expected_tokens(docs_dir, tokenizer_dir, cfg) -> dict[str, np.ndarray]:
+    """Each document's sample encoded independently: text pieces one by one, control tokens by id."""
     tok = P.plain_text_tokenizer(tokenizer_dir)
-    eos = tokenizer_info(tokenizer_dir).eos_id
+    info = tokenizer_info(tokenizer_dir)
+    ids = {**info.control_ids, "<|endoftext|>": info.eos_id}
     out = {}
     for d in records.read_documents(docs_dir):
-        ids = tok.encode(d.content, add_special_tokens=False).ids
-        if ids:
-            out[d.id] = np.asarray(ids + [eos], dtype=np.uint32)
+        if P.is_heldout(d.id, cfg.data.heldout_fraction):
+            pieces = [d.content, F.EOT]
+        else:
+            pieces, _ = F.file_sample(d.content, d.id, cfg.run.seed, cfg.fim.rate, cfg.fim.spm_rate)
+        toks = []
+        for p in pieces:
+            toks += [ids[p]] if isinstance(p, F.Ctrl) else tok.encode(p, add_special_tokens=False).ids
+        if len(toks) > sum(isinstance(p, F.Ctrl) for p in pieces):
+            out[d.id] = np.asarray(toks, dtype=np.uint32)
     return out
 
 
 @pytest.mark.parametrize("mode", ["best_fit", "stream"])
 def test_every_document_is_recoverable_from_the_shards(small_docs, small_tokenizer, tmp_path, mode):
-    cfg = recipe(pack={"seq_len": 512, "packing": mode, "rows_per_shard": 50, "max_open_rows": 16})
+    cfg = recipe(pack={"seq_len": 512, "packing": mode, "rows_per_shard": 50, "max_open_rows": 16},
+                 fim={"rate": 0.5, "spm_rate": 0.3})
     res = P.run_pack(cfg, small_docs, small_tokenizer, str(tmp_path), NullRun())
-    expected = _expected_tokens(small_docs, small_tokenizer)
+    expected = _expected_tokens(small_docs, small_tokenizer, cfg)
+    assert res.metrics["samples_psm"] > 0 and res.metrics["samples_spm"] > 0 and res.metrics["samples_plain"] > 0
     seen = {}
     for split in ("train", "heldout"):
         shards = TokenShards(tmp_path / split)
@@ -54,7 +65,8 @@ def test_every_document_is_recoverable_from_the_shards(small_docs, small_tokeniz
 
 
 def test_ledger_and_control_token_hygiene(small_docs, small_tokenizer, tmp_path):
-    res = P.run_pack(recipe(pack={"seq_len": 256}), small_docs, small_tokenizer, str(tmp_path), NullRun())
+    res = P.run_pack(recipe(pack={"seq_len": 256}, fim={"rate": 0.0}), small_docs, small_tokenizer,
+                     str(tmp_path), NullRun())
     rows = {r["id"]: r for r in ledger.read_ledger(str(tmp_path))}
     assert len(rows) == records.count_documents(small_docs) == res.ledger.inputs
     assert rows["empty-doc"]["status"] == "dropped"
