@@ -8,6 +8,7 @@ an empty environment, and marks the verdict ``isolated=False``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import selectors
@@ -22,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from coderforge.sandbox import isolation
 from coderforge.sandbox.isolation import Limits
-from coderforge.sandbox.languages import COMPILE_FAILED, COMPILE_MARKER, get_language
+from coderforge.sandbox.languages import get_language
 from coderforge.sandbox.verdict import REFUSED, Verdict, classify
 
 MAX_OUTPUT = 64 * 1024
@@ -76,19 +77,19 @@ def _safe_relpath(name: str) -> str:
 
 def _limits(lang, timeout_s: float, memory_mb: int, fsize_mb: int, nofile: int, nproc: int | None) -> tuple:
     cpu = max(1, math.ceil(timeout_s))
-    run = Limits(cpu_s=cpu, memory_mb=memory_mb + lang.as_extra_mb, nproc=nproc or lang.nproc,
-                 fsize_mb=fsize_mb, nofile=nofile)
-    comp = Limits(cpu_s=60, memory_mb=max(2048, memory_mb + lang.as_extra_mb), nproc=max(256, run.nproc),
-                  fsize_mb=max(64, fsize_mb), nofile=max(256, nofile))
+    run = Limits(cpu=cpu, as_=(memory_mb + lang.as_extra_mb) << 20, nproc=nproc or lang.nproc,
+                 fsize=fsize_mb << 20, nofile=nofile)
+    comp = Limits(cpu=60, as_=max(2048, memory_mb + lang.as_extra_mb) << 20, nproc=max(256, run.nproc),
+                  fsize=max(64, fsize_mb) << 20, nofile=max(256, nofile))
     return run, comp
 
 
-def _pump(proc: subprocess.Popen, deadline: float, out: _Capture, err: _Capture) -> bool:
-    """Read both pipes until EOF or the deadline; returns True when the deadline was hit."""
+def _pump(proc: subprocess.Popen, deadline: float, streams: list[tuple[int, _Capture]]) -> bool:
+    """Read the pipes until EOF or the deadline; returns True when the deadline was hit."""
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ, out)
-    sel.register(proc.stderr, selectors.EVENT_READ, err)
-    open_streams = 2
+    for fd, cap in streams:
+        sel.register(fd, selectors.EVENT_READ, cap)
+    open_streams = len(streams)
     try:
         while open_streams:
             left = deadline - time.monotonic()
@@ -101,9 +102,8 @@ def _pump(proc: subprocess.Popen, deadline: float, out: _Capture, err: _Capture)
                     open_streams -= 1
                 else:
                     key.data.feed(chunk)
-        left = deadline - time.monotonic()
         try:
-            proc.wait(timeout=max(left, 0.01))
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
         except subprocess.TimeoutExpired:
             return True
         return False
@@ -130,9 +130,13 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
                 success_marker: str | None = None, hide_paths: list[str] | None = None) -> Verdict:
     """Run ``code`` in the sandbox and return its verdict.
 
-    ``success_marker``: when given, an exit status of 0 only counts as ``passed`` if the program's
-    stdout contains the marker (append ``print(marker)`` after the tests), so a program that leaves
-    early with ``sys.exit(0)``/``os._exit(0)`` does not pass; the marker is removed from stdout.
+    ``timeout_s`` bounds the program's wall-clock and CPU time (compilation has its own
+    ``compile_timeout_s``); ``memory_mb`` its address space (plus what the V8/JVM runtimes
+    reserve); ``scratch_mb`` the scratch tmpfs, ``fsize_mb`` any one file, ``nofile`` open files,
+    ``nproc`` processes and threads of the run's uid. ``success_marker``: when given, an exit
+    status of 0 only counts as ``passed`` if stdout contains the marker (append ``print(marker)``
+    after the tests), so a program that leaves early with ``sys.exit(0)``/``os._exit(0)`` does
+    not pass; the marker is removed from stdout.
     """
     t0 = time.monotonic()
     language = get_language(lang, memory_mb, code)
@@ -142,9 +146,13 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
                        detail=f"sandbox isolation unavailable, refusing to run untrusted code: {reason} "
                               "(pass allow_unisolated=True / --allow-unisolated to run with resource "
                               "limits only)")
+    if not language.available():
+        return Verdict(REFUSED, None, seconds=time.monotonic() - t0, lang=language.name, isolated=isolated,
+                       detail=f"no {language.name} toolchain on this machine")
     run_lim, comp_lim = _limits(language, timeout_s, memory_mb, fsize_mb, nofile, nproc)
     stage = tempfile.mkdtemp(prefix="coderforge-sbx-")
     lease = None
+    status_r, status_w = os.pipe()
     try:
         os.chmod(stage, 0o755)
         Path(stage, language.source).write_text(code)
@@ -152,64 +160,73 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
             target = Path(stage, _safe_relpath(name))
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
-        if isolated:
-            uid = None
-            if isolation.is_root():
-                lease = isolation.UidLease()
-                uid = lease.uid
-            script = isolation.inner_script(stage, language.script, run_lim, comp_lim, uid=uid,
-                                            scratch_mb=scratch_mb,
-                                            hide=hide_paths if hide_paths is not None else isolation.private_host_paths())
-            cmd, cwd = isolation.outer_command(script), "/"
-            env = {"PATH": isolation.SYSTEM_PATH}
-        else:
-            cmd = ["sh", "-c", language.script]
-            cwd = stage
-            env = {"PATH": isolation.SYSTEM_PATH, "HOME": stage, "TMPDIR": stage, "LANG": "C.UTF-8",
-                   "LIMITS": run_lim.prlimit(), "CLIMITS": comp_lim.prlimit()}
+        uid = None
+        if isolation.is_root():  # never run untrusted code as root, namespaces or not
+            lease = isolation.UidLease()
+            uid = lease.uid
+            if not isolated:  # the staged directory is the scratch directory itself
+                for root, dirs, fls in os.walk(stage):
+                    for name in [*dirs, *fls]:
+                        os.chown(os.path.join(root, name), uid, uid)
+                os.chown(stage, uid, uid)
+        steps = [{**s, "limits": (comp_lim if s["phase"] == "compile" else run_lim).as_dict()} for s in language.steps]
+        cfg = isolation.init_config(stage, steps, uid=uid, scratch_mb=scratch_mb,
+                                    hide=hide_paths if hide_paths is not None else isolation.private_host_paths(),
+                                    isolate=isolated, status_fd=status_w)
         wall = timeout_s + (compile_timeout_s if language.compiles else 0.0) + 1.0
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(isolation.init_command(cfg), cwd="/", env={"PATH": isolation.SYSTEM_PATH},
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, pass_fds=(status_w,))
+        os.close(status_w)
+        status_w = -1
         try:
             if stdin:
-                try:
-                    proc.stdin.write(stdin.encode())
-                except BrokenPipeError:
-                    pass
+                proc.stdin.write(stdin.encode())
             proc.stdin.close()
-        except OSError:
+        except OSError:  # the program exited without reading
             pass
-        out, err = _Capture(max_output), _Capture(max_output)
-        timed_out = _pump(proc, time.monotonic() + wall, out, err)
+        out, err, status = _Capture(max_output), _Capture(max_output), _Capture(65536)
+        timed_out = _pump(proc, time.monotonic() + wall,
+                          [(proc.stdout.fileno(), out), (proc.stderr.fileno(), err), (status_r, status)])
         if timed_out:
             _kill_tree(proc)
-        else:
-            # the namespace is gone with its PID 1; stragglers in our session (unisolated) die too
+        else:  # the namespace died with its PID 1; stragglers of an unisolated run die with the session
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         proc.stdout.close()
         proc.stderr.close()
-        rc = proc.returncode
-        exit_code = None if timed_out else rc
+        try:
+            st = json.loads(status.raw().decode() or "{}")
+        except ValueError:
+            st = {}
         stdout, stderr = out.text(), err.text()
-        compile_failed = exit_code == COMPILE_FAILED and COMPILE_MARKER in stderr
+        meta = {"uid": uid, "phase": st.get("phase"), "init_exit": proc.returncode}
+        if not timed_out and (st.get("phase") == "setup" or not st):
+            return Verdict(REFUSED, None, stdout, stderr, round(time.monotonic() - t0, 4),
+                           f"sandbox setup failed: {st.get('error') or stderr.strip()[-300:]}",
+                           lang=language.name, isolated=isolated, meta=meta)
+        exit_code, signum = st.get("exit"), st.get("signal")
+        if signum:
+            exit_code = 128 + signum
         marker_ok = True
         if success_marker is not None:
             marker_ok = success_marker in out.raw().decode("utf-8", "replace")
             stdout = stdout.replace(success_marker + "\n", "").replace(success_marker, "")
-        verdict, detail = classify(exit_code, stderr, stdout=stdout[-4000:], timed_out=timed_out, marker_ok=marker_ok,
-                                   compile_failed=compile_failed)
-        if isolated and exit_code is not None and 120 <= exit_code <= 126 and not stdout and verdict != "passed":
-            detail = f"sandbox setup failed (exit {exit_code}): {stderr.strip()[-300:]}"
+        verdict, detail = classify(None if timed_out else exit_code, None if timed_out else signum, stderr,
+                                   stdout=stdout[-4000:], timed_out=timed_out, marker_ok=marker_ok,
+                                   compile_failed=st.get("phase") == "compile" and not timed_out)
         if not isolated:
             detail = ("UNISOLATED run (no namespaces: network, filesystem and daemons not contained); "
                       + detail).rstrip("; ")
-        return Verdict(verdict, exit_code, stdout, stderr, round(time.monotonic() - t0, 4), detail,
-                       lang=language.name, isolated=isolated, truncated=out.truncated or err.truncated,
-                       meta={"uid": lease.uid if lease else None})
+        return Verdict(verdict, None if timed_out else exit_code, stdout, stderr, round(time.monotonic() - t0, 4),
+                       detail, lang=language.name, isolated=isolated, truncated=out.truncated or err.truncated,
+                       meta=meta)
     finally:
+        os.close(status_r)
+        if status_w >= 0:
+            os.close(status_w)
         if lease is not None:
             lease.release()
         shutil.rmtree(stage, ignore_errors=True)

@@ -1,17 +1,12 @@
 """Linux isolation for sandboxed programs: namespaces, a throw-away uid, a private scratch tmpfs.
 
-Every run goes through ``unshare`` (util-linux): new network, PID, mount (and, when we are not
-root, user) namespaces. Inside, a ``sh`` running as PID 1 of the new PID namespace
-
-* mounts a size-capped tmpfs on ``/tmp`` (the scratch directory: the program's cwd, ``HOME`` and
-  ``TMPDIR``, the only place it can write), copies the program in, and puts small tmpfs mounts over
-  the other world-writable directories and read-only empty ones over private host paths
-  (home directories, mounted secrets, this checkout and its virtualenv);
-* drops to a throw-away uid reserved for this run (when we are root), with ``no_new_privs``, no
-  supplementary groups and an empty environment, under ``prlimit`` limits (CPU, address space,
-  processes, file size, open files);
-* waits for the program and exits with its status. When PID 1 exits the kernel kills everything
-  left in the namespace, so daemons cannot outlive the run.
+Every run starts :mod:`coderforge.sandbox._init` (``python -I -S``, standard library only), which
+creates new mount, network, PID, IPC and UTS namespaces (and a user namespace when we are not
+root), becomes PID 1 of the new PID namespace, mounts a fresh ``/proc`` and a size-capped tmpfs
+scratch on ``/tmp``, covers the other world-writable directories and private host paths, then runs
+the program as a throw-away uid (when we are root) with ``no_new_privs``, no groups, an empty
+environment and rlimits. When PID 1 exits the kernel kills everything left in the namespace, so
+daemons cannot outlive the run.
 
 If the namespaces cannot be created here, ``probe()`` says why and the sandbox refuses to run
 code unless the caller explicitly allows unisolated runs.
@@ -20,56 +15,62 @@ code unless the caller explicitly allows unisolated runs.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
-import shlex
-import shutil
 import subprocess
 import sys
+import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 UID_BASE = 1_600_000
 UID_SLOTS = 4096
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOCK_DIR = Path("/tmp/coderforge-sandbox-uids")
+INIT = str(Path(__file__).with_name("_init.py"))
+SIMULATE_ENV = "CODERFORGE_SANDBOX_SIMULATE_NO_NAMESPACES"
 
 DEFAULT_HIDE = ("/root", "/home", "/run/secrets", "/var/run/secrets", "/mnt", "/media", "/srv")
 WORLD_WRITABLE = ("/var/tmp", "/run/lock", "/dev/shm", "/dev/mqueue")
-
-
-def unshare_binary() -> str:
-    """``CODERFORGE_SANDBOX_UNSHARE`` overrides the util-linux ``unshare`` (tests point it at a
-    program that fails, to check that the sandbox then refuses)."""
-    return os.environ.get("CODERFORGE_SANDBOX_UNSHARE") or shutil.which("unshare", path=SYSTEM_PATH) or "unshare"
 
 
 def is_root() -> bool:
     return os.geteuid() == 0
 
 
+def init_python() -> str:
+    """The interpreter that runs ``_init.py`` (standard library only): the system Python when there
+    is one (it starts faster than a virtualenv's and stays visible inside the sandbox, so Python
+    programs can run in the init's forked process), else the running one."""
+    from coderforge.sandbox.languages import system_python
+
+    py = system_python()
+    return py if py and os.access(py, os.X_OK) else sys.executable
+
+
 def private_host_paths() -> list[str]:
-    """Paths hidden inside the sandbox: homes, secrets, and this checkout / virtualenv."""
+    """Paths hidden inside the sandbox: homes, mounted secrets, and this checkout / virtualenv."""
     paths = list(DEFAULT_HIDE)
     pkg_root = Path(__file__).resolve().parents[2]
     for p in (pkg_root, Path(sys.prefix).resolve()):
-        if str(p) not in ("/", "/usr", "/usr/local") and len(p.parts) > 1:
+        if str(p) not in ("/", "/usr", "/usr/local") and len(p.parts) > 1 and str(p) not in paths:
             paths.append(str(p))
     return paths
 
 
 @dataclass
 class Limits:
-    cpu_s: int
-    memory_mb: int
+    cpu: int  # seconds (soft; SIGKILL one second later)
+    as_: int  # bytes of address space
     nproc: int
-    fsize_mb: int
+    fsize: int  # bytes per file
     nofile: int
 
-    def prlimit(self) -> str:
-        as_bytes = self.memory_mb * 1024 * 1024
-        return (f"prlimit --cpu={self.cpu_s}:{self.cpu_s + 1} --as={as_bytes} --nproc={self.nproc} "
-                f"--fsize={self.fsize_mb * 1024 * 1024} --nofile={self.nofile} --core=0 --")
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["as"] = d.pop("as_")
+        return d
 
 
 class UidLease:
@@ -77,14 +78,12 @@ class UidLease:
     or in others, never share a uid: RLIMIT_NPROC counts per uid, and a run cannot signal or read
     another run's processes."""
 
-    _local = threading.Lock()
-
     def __init__(self):
         LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
         start = (os.getpid() * 7919 + threading.get_ident()) % UID_SLOTS
         for i in range(UID_SLOTS):
             slot = (start + i) % UID_SLOTS
-            fd = os.open(LOCK_DIR / f"{slot}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            fd = os.open(LOCK_DIR / f"{slot}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -115,39 +114,20 @@ def kill_uid(uid: int) -> int:
     return killed
 
 
-def inner_script(stage: str, lang_script: str, limits: Limits, compile_limits: Limits, *, uid: int | None,
-                 scratch_mb: int, hide: list[str]) -> str:
-    """The PID-1 shell script run inside the namespaces."""
-    q = shlex.quote
-    owner = f",uid={uid},gid={uid}" if uid is not None else ""
-    lines = [
-        f"cd {q(stage)} || exit 120",
-        f"mount -t tmpfs -o size={scratch_mb}m,mode=0700,nosuid,nodev{owner} coderforge-scratch /tmp || exit 121",
-        "cp -R -p . /tmp/ || exit 122",
-    ]
-    if uid is not None:
-        lines.append(f"chown -R {uid}:{uid} /tmp || exit 123")
-    for d in WORLD_WRITABLE:
-        lines.append(f"[ -d {d} ] && {{ mount -t tmpfs -o size=1m,mode=0755,nosuid,nodev,noexec none {d} || exit 124; }}")
-    for d in hide:
-        lines.append(f"[ -d {q(d)} ] && {{ mount -t tmpfs -o size=4k,mode=0755,ro none {q(d)} || exit 125; }}")
-    lines.append("cd /tmp || exit 126")
-    drop = "setpriv --no-new-privs"
-    if uid is not None:
-        drop += f" --reuid={uid} --regid={uid} --clear-groups"
-    env = (f"env -i PATH={SYSTEM_PATH} HOME=/tmp TMPDIR=/tmp LANG=C.UTF-8 "
-           f"LIMITS={q(limits.prlimit())} CLIMITS={q(compile_limits.prlimit())}")
-    lines.append(f"{drop} -- {env} sh -c {q(lang_script)}")
-    lines.append("exit $?")
-    return "\n".join(lines) + "\n"
+def init_config(stage: str, steps: list[dict], *, uid: int | None, scratch_mb: int, hide: list[str],
+                isolate: bool, status_fd: int) -> dict:
+    env = {"PATH": SYSTEM_PATH, "HOME": "/tmp" if isolate else stage, "TMPDIR": "/tmp" if isolate else stage,
+           "LANG": "C.UTF-8"}
+    return {
+        "stage": stage, "uid": uid, "scratch_mb": scratch_mb, "hide": hide, "world_writable": list(WORLD_WRITABLE),
+        "isolate": isolate, "userns": isolate and not is_root(), "status_fd": status_fd,
+        "simulate_unshare_failure": bool(os.environ.get(SIMULATE_ENV)),
+        "steps": [{**s, "env": env} for s in steps],
+    }
 
 
-def outer_command(script: str) -> list[str]:
-    flags = ["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--propagation", "private",
-             "--ipc", "--uts"]
-    if not is_root():
-        flags = ["--user", "--map-root-user"] + flags
-    return [unshare_binary(), *flags, "--", "/bin/sh", "-c", script]
+def init_command(cfg: dict) -> list[str]:
+    return [init_python(), "-I", "-S", INIT, json.dumps(cfg)]
 
 
 _probe_cache: dict[tuple, tuple[bool, str]] = {}
@@ -155,29 +135,37 @@ _probe_lock = threading.Lock()
 
 
 def probe() -> tuple[bool, str]:
-    """(available, reason): can the full namespace setup run a trivial program here? Cached per
-    ``unshare`` binary and uid."""
-    key = (unshare_binary(), os.geteuid())
+    """(available, reason): can the full namespace setup run a trivial program here? Cached per uid
+    and simulation switch."""
+    key = (os.geteuid(), bool(os.environ.get(SIMULATE_ENV)))
     with _probe_lock:
         if key in _probe_cache:
             return _probe_cache[key]
-        import tempfile
-
         stage = tempfile.mkdtemp(prefix="coderforge-sbx-probe-")
+        r, w = os.pipe()
         try:
-            lim = Limits(cpu_s=5, memory_mb=256, nproc=16, fsize_mb=1, nofile=64)
-            script = inner_script(stage, "test -w /tmp && exit 0 || exit 3", lim, lim,
-                                  uid=UID_BASE + UID_SLOTS if is_root() else None, scratch_mb=1, hide=[])
+            lim = Limits(cpu=5, as_=256 << 20, nproc=16, fsize=1 << 20, nofile=64)
+            true = "/bin/true" if os.path.exists("/bin/true") else "/usr/bin/true"
+            cfg = init_config(stage, [{"phase": "run", "argv": [true], "limits": lim.as_dict()}],
+                              uid=UID_BASE + UID_SLOTS if is_root() else None, scratch_mb=1, hide=[],
+                              isolate=True, status_fd=w)
             try:
-                res = subprocess.run(outer_command(script), capture_output=True, text=True, timeout=30,
-                                     env={"PATH": SYSTEM_PATH}, stdin=subprocess.DEVNULL)
-                ok = res.returncode == 0
-                reason = "" if ok else (f"namespace setup failed (exit {res.returncode}): "
-                                        f"{(res.stderr or res.stdout).strip()[-400:]}")
-            except (OSError, subprocess.TimeoutExpired) as exc:
+                proc = subprocess.run(init_command(cfg), capture_output=True, text=True, timeout=30,
+                                      env={"PATH": SYSTEM_PATH}, stdin=subprocess.DEVNULL, pass_fds=(w,))
+                os.close(w)
+                w = -1
+                raw = os.read(r, 65536).decode() or "{}"
+                status = json.loads(raw)
+                ok = proc.returncode == 0 and status.get("exit") == 0
+                reason = "" if ok else (f"namespace setup failed: {status.get('error') or proc.stderr.strip()[-400:]}"
+                                        f" (exit {proc.returncode})")
+            except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
                 ok, reason = False, f"namespace setup failed: {exc}"
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+            os.rmdir(stage) if os.path.isdir(stage) else None
         _probe_cache[key] = (ok, reason)
         return ok, reason
 

@@ -1,55 +1,54 @@
-"""How each language is compiled and run inside the sandbox.
-
-A language is a source file name and a POSIX shell script run as the sandbox user inside the
-scratch directory. Scripts use ``$LIMITS`` (the ``prlimit`` prefix with the run's limits) and
-``$CLIMITS`` (more generous limits for compilers); a compile failure exits with status
-``COMPILE_FAILED`` after printing the compiler's output to stderr.
-"""
+"""How each language is compiled and run inside the sandbox: a source file name and a list of steps
+(``compile`` then ``run``), each an absolute ``argv`` executed in the scratch directory."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-COMPILE_FAILED = 97
-COMPILE_MARKER = "coderforge-sandbox: compile error"
-
-_SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def system_python() -> str | None:
-    """An interpreter every user can execute (the venv's may live under a private home).
-
-    ``CODERFORGE_SANDBOX_PYTHON`` overrides."""
+    """An interpreter every user can execute (the venv's may live under a private home, which the
+    sandbox hides). ``CODERFORGE_SANDBOX_PYTHON`` overrides."""
     env = os.environ.get("CODERFORGE_SANDBOX_PYTHON")
     if env:
         return env
     for name in ("python3", "python"):
-        found = shutil.which(name, path=_SYSTEM_PATH)
+        found = shutil.which(name, path=SYSTEM_PATH)
         if found:
             return found
     return None
+
+
+def _init_python() -> str:
+    from coderforge.sandbox.isolation import init_python
+
+    return os.path.realpath(init_python())
+
+
+def _tool(name: str) -> str | None:
+    return shutil.which(name, path=SYSTEM_PATH)
 
 
 @dataclass(frozen=True)
 class Language:
     name: str
     source: str
-    script: str
-    tools: tuple[str, ...]
+    steps: list[dict] = field(default_factory=list)  # {"phase": "compile"|"run", "argv": [...]}
     as_extra_mb: int = 0  # address space a runtime reserves beyond its heap (V8, JVM)
     nproc: int = 64  # threads count as processes: JVMs start many
-    compiles: bool = False
+
+    @property
+    def compiles(self) -> bool:
+        return any(s["phase"] == "compile" for s in self.steps)
 
     def available(self) -> bool:
-        return all(shutil.which(t, path=_SYSTEM_PATH) or os.path.isabs(t) and os.access(t, os.X_OK)
-                   for t in self.tools)
-
-
-def _compile(cmd: str) -> str:
-    return (f'$CLIMITS {cmd} >&2 || {{ echo "{COMPILE_MARKER}" >&2; exit {COMPILE_FAILED}; }}\n')
+        return all(s["argv"][0] and os.path.isabs(s["argv"][0]) and os.access(s["argv"][0], os.X_OK)
+                   for s in self.steps if not s["argv"][0].startswith("./"))
 
 
 def java_source_name(code: str) -> str:
@@ -57,28 +56,39 @@ def java_source_name(code: str) -> str:
     return f"{m.group(1) if m else 'Main'}.java"
 
 
+def canonical(lang: str) -> str:
+    lang = lang.lower()
+    return {"py": "python", "python3": "python", "js": "javascript", "node": "javascript", "c++": "cpp",
+            "cxx": "cpp"}.get(lang, lang)
+
+
 def get_language(lang: str, memory_mb: int, code: str = "") -> Language:
-    lang = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript",
-            "c++": "cpp", "cxx": "cpp"}.get(lang.lower(), lang.lower())
+    lang = canonical(lang)
     if lang == "python":
-        py = system_python() or "python3"
-        return Language("python", "prog.py", f'exec $LIMITS {py} -I prog.py\n', (py,))
+        # -E -s: ignore PYTHON* variables and the user site; -S: no site-packages (stdlib only, fast
+        # start). When the sandbox's init runs on this same interpreter the program runs in its
+        # forked, confined process instead of a new one ("inprocess"), saving the start-up.
+        py = system_python() or ""
+        return Language("python", "prog.py", [{"phase": "run", "argv": [py, "-E", "-s", "-S", "prog.py"],
+                                               "inprocess": bool(py) and os.path.realpath(py) == _init_python()}])
     if lang == "javascript":
         return Language("javascript", "prog.js",
-                        f'exec $LIMITS node --max-old-space-size={memory_mb} prog.js\n', ("node",),
+                        [{"phase": "run", "argv": [_tool("node") or "", f"--max-old-space-size={memory_mb}", "prog.js"]}],
                         as_extra_mb=768)
     if lang == "cpp":
-        return Language("cpp", "prog.cpp", _compile("g++ -std=c++17 -O2 -o prog prog.cpp") + "exec $LIMITS ./prog\n",
-                        ("g++",), compiles=True)
+        return Language("cpp", "prog.cpp", [
+            {"phase": "compile", "argv": [_tool("g++") or "", "-std=c++17", "-O2", "-o", "prog", "prog.cpp"]},
+            {"phase": "run", "argv": ["./prog"]}])
     if lang == "java":
         src = java_source_name(code)
-        cls = src[:-5]
-        jvm = (f"-Xmx{memory_mb}m -XX:ReservedCodeCacheSize=32m -XX:CompressedClassSpaceSize=32m "
-               "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
-        return Language("java", src,
-                        _compile(f"javac -J-Xmx512m -J-XX:+UseSerialGC -J-XX:CompressedClassSpaceSize=64m "
-                                 f"-J-XX:ReservedCodeCacheSize=64m -J-XX:TieredStopAtLevel=1 {src}") + f"exec $LIMITS java {jvm} -cp . {cls}\n",
-                        ("javac", "java"), as_extra_mb=1024, nproc=256, compiles=True)
+        jvm = [f"-Xmx{memory_mb}m", "-XX:ReservedCodeCacheSize=32m", "-XX:CompressedClassSpaceSize=32m",
+               "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+        return Language("java", src, [
+            {"phase": "compile", "argv": [_tool("javac") or "", "-J-Xmx512m", "-J-XX:+UseSerialGC",
+                                          "-J-XX:CompressedClassSpaceSize=64m", "-J-XX:ReservedCodeCacheSize=64m",
+                                          "-J-XX:TieredStopAtLevel=1", src]},
+            {"phase": "run", "argv": [_tool("java") or "", *jvm, "-cp", ".", src[:-5]]}],
+            as_extra_mb=1024, nproc=256)
     raise ValueError(f"unsupported language {lang!r} (python, javascript, cpp, java)")
 
 

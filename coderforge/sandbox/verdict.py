@@ -72,32 +72,32 @@ def failure_detail(stderr: str, max_chars: int = 600) -> str:
     return text[-max_chars:]
 
 
-def classify(exit_code: int | None, stderr: str, *, stdout: str = "", timed_out: bool, marker_ok: bool = True,
-             compile_failed: bool = False) -> tuple[str, str]:
-    """(verdict, detail) from how the program ended.
+def classify(exit_code: int | None, signum: int | None, stderr: str, *, stdout: str = "", timed_out: bool,
+             marker_ok: bool = True, compile_failed: bool = False) -> tuple[str, str]:
+    """(verdict, detail) from how the program ended: its exit code, or the signal that killed it.
 
-    ``exit_code`` is the shell-style status of the program inside the sandbox (128+N when killed by
-    signal N). RLIMIT_CPU sends SIGXCPU at the soft limit and SIGKILL at the hard limit: both are
-    time-outs. ``marker_ok`` is False when the run exited 0 without printing its completion
-    marker (it left early, e.g. ``os._exit(0)`` before the tests ran).
+    RLIMIT_CPU sends SIGXCPU at the soft limit and SIGKILL at the hard limit: both are time-outs.
+    ``marker_ok`` is False when the run exited 0 without printing its completion marker (it left
+    early, e.g. ``os._exit(0)`` before the tests ran).
     """
     if timed_out:
         return TIMEOUT, "wall-clock limit reached; process tree killed"
     if compile_failed:
         return FAILED, "compile error: " + failure_detail(stderr)
+    if signum:
+        if signum in (signal.SIGXCPU, signal.SIGKILL):
+            return TIMEOUT, f"CPU-time limit reached ({signal_name(signum)})"
+        if any(m in stderr for m in _OOM_MARKERS):
+            return OOM, failure_detail(stderr)
+        if signum == signal.SIGXFSZ:
+            return CRASHED, "file-size limit exceeded (SIGXFSZ)"
+        return CRASHED, f"killed by {signal_name(signum)}" + (f": {failure_detail(stderr)}" if stderr.strip() else "")
     if exit_code is None:
         return CRASHED, "no exit status"
     if exit_code == 0:
         if not marker_ok:
             return FAILED, "exited 0 before the end of the program (completion marker missing)"
         return PASSED, ""
-    sig = exit_code - 128 if exit_code > 128 else (-exit_code if exit_code < 0 else 0)
-    if sig in (signal.SIGXCPU, signal.SIGKILL):
-        return TIMEOUT, f"CPU-time limit reached ({signal_name(sig)})"
     if any(m in stderr or m in stdout for m in _OOM_MARKERS):  # the JVM reports on stdout
         return OOM, failure_detail(stderr) or "allocation failed under the memory limit"
-    if sig:
-        if sig == signal.SIGXFSZ:
-            return CRASHED, "file-size limit exceeded (SIGXFSZ)"
-        return CRASHED, f"killed by {signal_name(sig)}" + (f": {failure_detail(stderr)}" if stderr.strip() else "")
     return FAILED, failure_detail(stderr) or f"exit status {exit_code}"
