@@ -22,12 +22,13 @@ from coderforge.data.filters.base import DocumentFilter, Verdict
 from coderforge.data.languages import MARKUP_OR_DATA
 from coderforge.records import Document
 
-_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|`(?:[^`\\]|\\.)*`', re.DOTALL)
+_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'')
 _NUMBER = re.compile(r"(?<![\w.])(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][-+]?\d+)?)(?![\w.])")
 _WS = re.compile(r"\s+")
 _TRIVIAL = frozenset({"", "}", "{", "};", ")", ");", "]", "];", "end", "else:", "else", "pass", "break;",
                       "break", "return;", "*/", "/*", "*", "#", "//", "fi", "done", "esac", "endif", "});",
                       "})", "},", "try:", "finally:", "begin", "end;", "'''", '"""', "<br>", "</div>", "<div>"})
+_COMMENT_START = ("*", "//", "#", "/*", "--", ";", "%", "'", "<!--", "@param", "@return", "@throws")
 _BRANCH = re.compile(r"^\s*(?:elif\b|else\s+if\b|\}\s*else\s+if\b|case\b|when\b|elsif\b|elseif\b)")
 
 
@@ -100,7 +101,7 @@ class RepetitionFilter(DocumentFilter):
         s = self.s
         raw = doc.content.splitlines()
         lines = [_WS.sub(" ", ln).strip() for ln in raw]
-        lines = [ln for ln in lines if ln not in _TRIVIAL and len(ln) > 3]
+        lines = [ln for ln in lines if ln not in _TRIVIAL and len(ln) > 3 and not ln.startswith(_COMMENT_START)]
         if len(lines) < s.min_lines_for_repetition:
             return True
         dup = 1.0 - len(set(lines)) / len(lines)

@@ -131,6 +131,9 @@ class TreeSitterSyntaxFilter(DocumentFilter):
         if doc.lang == "typescript" and doc.path.endswith(".tsx"):
             grammar = "tsx"
         frac = tree_sitter_error_fraction(doc.content, grammar)
+        if frac > self.max_error_fraction and grammar == "c" and doc.path.endswith(".h"):
+            grammar = "cpp"  # .h is shared by C and C++: accept whichever grammar parses it
+            frac = min(frac, tree_sitter_error_fraction(doc.content, grammar))
         if frac > self.max_error_fraction:
             return self.name, f"{grammar}: {frac:.4f} of bytes in error nodes"
         return True
