@@ -85,7 +85,7 @@ def ingest_entries(cfg: RecipeConfig, entries: Iterator[src.Entry], source: str,
             else:
                 try:
                     data = entry.read(max_bytes + 1)
-                except OSError as exc:
+                except Exception as exc:  # noqa: BLE001 - OSError, truncated archives (EOFError, zlib.error)
                     ledger.quarantine(doc_id, f"{type(exc).__name__}: {exc}", entry.repo, entry.path,
                                       entry.size or 0, reason="unreadable")
                     continue

@@ -38,6 +38,14 @@ def input_shards(in_dir: str) -> list[str]:
     return out
 
 
+def read_output(out_dir: str):
+    """Documents of a step's output shards (``records.read_documents`` would also read ``ledger.parquet``)."""
+    from coderforge.records import read_shard
+
+    for uri in input_shards(out_dir):
+        yield from read_shard(uri)
+
+
 def shard_rows(uri: str) -> int:
     return pq.ParquetFile(io.BytesIO(storage.read_bytes(uri))).metadata.num_rows
 

@@ -434,7 +434,6 @@ def jsonl_entries(spec: SourceSpec, data: DataSection) -> Iterator[Entry]:
             except (OSError, EOFError) as exc:
                 yield refused(default_repo, name, "unreadable", f"gzip: {exc}", status="quarantined")
                 continue
-        cols: dict[str, str | None] | None = None
         for lineno, line in enumerate(raw.split(b"\n"), start=1):
             if not line.strip():
                 continue
@@ -448,8 +447,7 @@ def jsonl_entries(spec: SourceSpec, data: DataSection) -> Iterator[Entry]:
                 yield refused(default_repo, where, "malformed_row", f"{where}: not an object",
                               status="quarantined")
                 continue
-            if cols is None or any(c and c not in row for c in cols.values()):
-                cols = _column_map(spec, list(row))
+            cols = _column_map(spec, list(row))  # JSONL rows need not share their keys
             entry = row_entry(row, cols, spec, where, default_repo)
             if spec.repos is None or entry.repo in spec.repos:
                 yield entry

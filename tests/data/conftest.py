@@ -1,0 +1,27 @@
+"""Fixtures for the data-curation tests: recipes over given sources, and a real JDK source archive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coderforge.config import RecipeConfig
+
+JDK_SRC_CANDIDATES = [
+    Path("/usr/lib/jvm/java-17-openjdk-amd64/lib/src.zip"),  # a dangling link on some machines
+    Path("/usr/lib/jvm/temurin-25-jdk-amd64/lib/src.zip"),
+]
+
+
+@pytest.fixture(scope="session")
+def jdk_src_zip() -> Path:
+    for p in JDK_SRC_CANDIDATES:
+        if p.is_file():
+            return p
+    pytest.skip("no JDK src.zip on this machine")
+
+
+def recipe(sources: list[dict], **sections) -> RecipeConfig:
+    data = {"data": {"sources": sources, **sections.pop("data", {})}, **sections}
+    return RecipeConfig.model_validate(data)
