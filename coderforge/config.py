@@ -169,6 +169,8 @@ class DecontamSection(Section):
     function_names: bool = Field(True, description="drop documents whose first function definition is a "
                                                    "benchmark entry point")
     min_name_length: int = Field(6, ge=1, description="shorter function names are not matched")
+    function_name_max_chars: int = Field(2000, ge=0, description="the function-name rule (an SFT-sample rule "
+                                         "in Qwen's decont.py) applies only to texts up to this long")
 
 
 class TokenizerSection(Section):

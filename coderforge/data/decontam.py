@@ -102,7 +102,7 @@ class Decontaminator:
         self.hashes = np.array(sorted(self.owners), dtype=np.uint64)
         return self
 
-    def check(self, text: str, function_names: bool = True) -> Match | None:
+    def check(self, text: str, function_names: bool = True, name_max_chars: int = 2000) -> Match | None:
         """The benchmark items ``text`` overlaps with (n-gram first, then the function-name rule)."""
         hs = ngram_hashes(text, self.n)
         if len(hs) and len(self.hashes):
@@ -114,7 +114,7 @@ class Decontaminator:
                 top = [k for k, _ in owners.most_common()]
                 bench = top[0].split("/", 1)[0]
                 return Match(bench, [t.split("/", 1)[1] for t in top if t.startswith(bench + "/")], "ngram")
-        if function_names and self.names:
+        if function_names and self.names and len(text) <= name_max_chars:
             name = first_function_name(text)
             if name and name in self.names:
                 bench, item = self.names[name].split("/", 1)
@@ -188,7 +188,7 @@ def find_contamination(texts: Iterable[str], d: DecontamSection | None = None) -
     """Plain function over strings: one Match (or None) per text."""
     d = d or DecontamSection()
     dc = decontaminator_for(d)
-    return [dc.check(t, d.function_names) for t in texts]
+    return [dc.check(t, d.function_names, d.function_name_max_chars) for t in texts]
 
 
 def decontam_shard(cfg: RecipeConfig, in_uri: str, out_uri: str, part: str) -> dict:
@@ -197,7 +197,7 @@ def decontam_shard(cfg: RecipeConfig, in_uri: str, out_uri: str, part: str) -> d
     ledger = Ledger("decontam")
     kept = []
     for doc in read_shard(in_uri):
-        m = dc.check(doc.content, d.function_names) if d.enabled else None
+        m = dc.check(doc.content, d.function_names, d.function_name_max_chars) if d.enabled else None
         if m is None:
             ledger.keep(doc)
             kept.append(doc)
