@@ -86,14 +86,16 @@ def load_jsonl_problems(path: str | Path, limit: int | None = None) -> list[Prob
 
 def check_completions(problems: list[Problem], completions: list[list[str]], *, timeout_s: float = 5.0,
                       memory_mb: int = 512, workers: int | None = None,
-                      allow_unisolated: bool = False) -> list[list[dict]]:
-    """Run every (problem, completion) in the sandbox; per problem, a result dict per completion."""
+                      allow_unisolated: bool = False, **sandbox) -> list[list[dict]]:
+    """Run every (problem, completion) in the sandbox; per problem, a result dict per completion.
+    ``sandbox``: more ``run_program`` options (``scratch_mb``, ``max_output``, ...)."""
     jobs, index = [], []
     for pi, (prob, comps) in enumerate(zip(problems, completions, strict=True)):
         for ci, comp in enumerate(comps):
             marker = f"__coderforge_done_{secrets.token_hex(8)}__"
             jobs.append(dict(code=prob.program(comp, marker), lang="python", timeout_s=timeout_s,
-                             memory_mb=memory_mb, allow_unisolated=allow_unisolated, success_marker=marker))
+                             memory_mb=memory_mb, allow_unisolated=allow_unisolated, success_marker=marker,
+                             **sandbox))
             index.append((pi, ci))
     verdicts = run_many(jobs, workers=workers)
     out: list[list[dict]] = [[] for _ in problems]

@@ -37,7 +37,8 @@ def _execution_bench(name: str, problems, backend, cfg: RecipeConfig, out: Path,
     completions = backend.generate([p.prompt for p in problems], gen)
     t_gen = time.time() - t0
     results = check_completions(problems, completions, timeout_s=ev.timeout_s, memory_mb=ev.memory_mb,
-                                workers=cfg.sandbox.workers, allow_unisolated=cfg.sandbox.allow_unisolated)
+                                workers=cfg.sandbox.workers, allow_unisolated=cfg.sandbox.allow_unisolated,
+                                scratch_mb=cfg.sandbox.scratch_mb, max_output=cfg.sandbox.max_output_bytes)
     t_exec = time.time() - t0 - t_gen
     summary = summarize(results, ks=tuple(ev.pass_k))
     rows = [r for res in results for r in res]

@@ -4,6 +4,7 @@ gets the right verdict. The attacks *assert* their own success, so a contained a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,6 +86,7 @@ def test_cannot_write_outside_scratch(tmp_path):
     repo_file = Path(__file__).resolve().parents[2] / f"pwned-{uuid.uuid4().hex}"
     host_tmp = f"/tmp/pwned-{uuid.uuid4().hex}"
     code = f"""
+import json
 import os
 wrote = []
 for path in [{str(target_dir / 'x')!r}, {str(repo_file)!r}, "/etc/pwned", "/usr/pwned", "/root/pwned",
@@ -111,6 +113,7 @@ raise SystemExit(3 if wrote else 4)
 
 def test_fork_bomb_is_contained():
     code = """
+import json
 import os
 pids = 0
 while True:
@@ -227,6 +230,7 @@ assert {me} in hits, "could not kill the host process"
 
 def test_setuid_and_privilege_escalation_blocked():
     code = """
+import json
 import os
 print(os.getuid(), os.geteuid())
 try:
@@ -244,6 +248,7 @@ assert os.geteuid() == 0, "not root"
 def test_private_host_paths_are_hidden():
     repo = str(Path(__file__).resolve().parents[2])
     code = f"""
+import json
 import os
 seen = {{}}
 for d in ["/root", "/home", {repo!r}]:
@@ -289,3 +294,44 @@ def test_unisolated_run_still_drops_root(monkeypatch):
     finally:
         monkeypatch.delenv(isolation.SIMULATE_ENV)
         isolation.reset_probe()
+
+
+def test_rootless_mode_uses_a_user_namespace():
+    """As an ordinary user (no root, no throw-away uids) the sandbox isolates through a user
+    namespace: checked by running the library as uid 1000 under the system Python."""
+    if not isolation.is_root() or not Path("/usr/bin/python3").exists():
+        pytest.skip("needs root to switch to an ordinary user, and a system Python")
+    import tempfile
+
+    repo = str(Path(__file__).resolve().parents[2])
+    tmp_path = Path(tempfile.mkdtemp(prefix="coderforge-rootless-"))  # pytest's tmp is private to root
+    script = tmp_path / "rootless.py"
+    script.write_text(f"""
+import json, sys
+sys.path.insert(0, {repo!r})
+from coderforge.sandbox import run_program, probe
+ok, why = probe()
+out = {{"probe": ok}}
+for name, code in {{"uid": "import os; print(os.getuid())",
+                   "net": "import socket; socket.create_connection(('1.1.1.1', 53), timeout=1)",
+                   "loop": "while True: pass",
+                   "bomb": "import os\\nwhile True:\\n    os.fork()"}}.items():
+    v = run_program(code, timeout_s=2)
+    out[name] = [v.verdict, v.isolated, v.stdout.strip()]
+print(json.dumps(out))
+""")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(script, 0o644)
+    res = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "/usr/bin/python3",
+                          str(script)], capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    if res.returncode != 0 and "Permission denied" in res.stderr:
+        pytest.skip(f"uid 1000 cannot read the checkout here: {res.stderr[-200:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["probe"] is True
+    assert out["uid"] == ["passed", True, "0"]  # root inside the user namespace only
+    assert out["net"][:2] == ["failed", True]
+    assert out["loop"][0] == "timeout"
+    assert out["bomb"][0] in ("failed", "timeout")
+    _host_still_works()
