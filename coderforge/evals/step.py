@@ -70,13 +70,26 @@ def log_problem_table(run, rows: list[dict], name: str) -> None:
 def run_evaluate(cfg: RecipeConfig, model_dir: str, data_dir: str, out_dir: str, run) -> StepResult:
     """Evaluate the model saved (with its tokenizer) in ``model_dir`` on ``data_dir/heldout`` and the
     benchmarks of ``cfg.eval.suite``."""
-    from coderforge.generate import TransformersBackend
 
     ev = cfg.eval
     local_out = Path(tempfile.mkdtemp(prefix="coderforge-eval-")) if storage.is_s3(out_dir) \
         else storage.local_path(out_dir)
     local_out.mkdir(parents=True, exist_ok=True)
-    model_local = Path(storage.download_dir(model_dir, tempfile.mkdtemp(prefix="coderforge-model-"))) \
+    scratch = Path(tempfile.mkdtemp(prefix="coderforge-eval-inputs-"))  # S3 downloads, removed at the end
+    try:
+        return _evaluate(cfg, model_dir, data_dir, out_dir, run, local_out, scratch)
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _evaluate(cfg: RecipeConfig, model_dir: str, data_dir: str, out_dir: str, run, local_out: Path,
+              scratch: Path) -> StepResult:
+    from coderforge.generate import TransformersBackend
+
+    ev = cfg.eval
+    model_local = Path(storage.download_dir(model_dir, scratch / "model")) \
         if storage.is_s3(model_dir) else storage.local_path(model_dir)
     backend = TransformersBackend(str(model_local), batch_size=ev.batch_size)
     metrics: dict[str, float] = {}
@@ -90,7 +103,7 @@ def run_evaluate(cfg: RecipeConfig, model_dir: str, data_dir: str, out_dir: str,
         held_local = None
         if storage.is_s3(held):
             if storage.exists(storage.join(held, "meta.json")):
-                held_local = storage.download_dir(held, tempfile.mkdtemp(prefix="coderforge-heldout-"))
+                held_local = storage.download_dir(held, scratch / "heldout")
         else:
             held_local = storage.local_path(held)
         if held_local is not None and _has_shards(Path(held_local)) and \
@@ -122,7 +135,7 @@ def run_evaluate(cfg: RecipeConfig, model_dir: str, data_dir: str, out_dir: str,
 
         local = storage.local_path(path) if not storage.is_s3(path) else None
         if local is None:
-            local = Path(tempfile.mkdtemp(prefix="coderforge-bench-")) / Path(path).name
+            local = scratch / Path(path).name
             local.write_bytes(storage.read_bytes(path))
         m, a = _execution_bench(bench, load_jsonl_problems(local, ev.jsonl_problems), backend, cfg, local_out, run)
         metrics.update(m)
