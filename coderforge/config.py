@@ -212,6 +212,52 @@ class RepoSection(Section):
     fim_reserve_tokens: int = Field(8, ge=0, description="room kept per sample for the FIM control tokens")
 
 
+class QualityStage(Section):
+    """One fastText stage of the text-code grounding chain."""
+
+    name: str
+    threshold: float = Field(0.5, ge=0, le=1)
+    word_ngrams: int = Field(1, ge=1)
+    minn: int = Field(0, ge=0)
+    maxn: int = Field(0, ge=0)
+    dim: int = Field(32, ge=1)
+    epoch: int = Field(10, ge=1)
+    lr: float = Field(0.5, gt=0)
+    bucket: int = Field(200_000, ge=1, description="hash buckets for word/char n-grams")
+
+
+class QualitySection(Section):
+    """Text-code grounding classifiers (Qwen2.5-Coder coarse-to-fine fastText chain)."""
+
+    enabled: bool = False
+    model_dir: str | None = Field(None, description="a saved chain; default: train on this machine's seed data")
+    stages: list[QualityStage] | None = Field(None, description="default: coarse (0.3) then fine (0.6)")
+    apply_to_langs: list[str] = Field(
+        default_factory=lambda: ["markdown", "restructuredtext", "text", "html"],
+        description="documents of other languages pass untouched")
+    seed_max_per_source: int = Field(1500, ge=10)
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class MixtureSource(Section):
+    """Documents of one source and the weight it gets inside its category."""
+
+    path: str
+    category: Literal["code", "text", "math"] = "code"
+    weight: float = Field(1.0, gt=0, description="relative share inside the category")
+    name: str | None = None
+
+
+class MixtureSection(Section):
+    """Sampling code/text/math to a token budget (Abacus cosine stage: 70/20/10)."""
+
+    ratios: dict[str, float] = Field(default_factory=lambda: {"code": 0.7, "text": 0.2, "math": 0.1})
+    budget_tokens: int | None = Field(None, ge=1, description="default: the largest budget the data allows "
+                                                               "without upsampling any category")
+    sources: list[MixtureSource] = Field(default_factory=list)
+    max_repeat: float = Field(4.0, ge=1, description="most times a source may be repeated when upsampled")
+
+
 class ModelSection(Section):
     """A Qwen2ForCausalLM shape: a named Qwen2.5-Coder size or an explicit debug shape."""
 
@@ -369,6 +415,8 @@ class RecipeConfig(Section):
     pack: PackSection = Field(default_factory=PackSection)
     fim: FimSection = Field(default_factory=FimSection)
     repo: RepoSection = Field(default_factory=RepoSection)
+    quality: QualitySection = Field(default_factory=QualitySection)
+    mixture: MixtureSection = Field(default_factory=MixtureSection)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)

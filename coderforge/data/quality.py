@@ -29,13 +29,14 @@ import random
 import re
 import sysconfig
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from coderforge import records, storage
 from coderforge.ledger import Ledger
 from coderforge.steps import StepResult
+from coderforge.tokens import docio
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,13 @@ class StageSpec:
     maxn: int = 0
     dim: int = 32
     epoch: int = 10
-    lr: float = 0.1
+    lr: float = 0.5
+    bucket: int = 200_000
 
 
 DEFAULT_STAGES = [
     StageSpec("coarse", threshold=0.3, word_ngrams=1, dim=16, epoch=5),
-    StageSpec("fine", threshold=0.5, word_ngrams=2, minn=3, maxn=5, dim=32, epoch=15),
+    StageSpec("fine", threshold=0.6, word_ngrams=2, minn=3, maxn=5, dim=32, epoch=25),
 ]
 
 
@@ -127,51 +129,59 @@ def _docstrings(path: Path) -> list[str]:
     return out
 
 
+def _collect(files: list[Path], read, limit: int, rng: random.Random) -> list[str]:
+    """Windows from ``files`` visited in a seeded random order until ``limit`` are collected."""
+    files = list(files)
+    rng.shuffle(files)
+    out: list[str] = []
+    for f in files:
+        if len(out) >= limit:
+            break
+        try:
+            out.extend(read(f))
+        except (OSError, ValueError, EOFError):
+            continue
+    rng.shuffle(out)
+    return out[:limit]
+
+
+def _text_windows(p: Path) -> list[str]:
+    return _windows(p.read_text(encoding="utf-8", errors="replace"))
+
+
+def _docstring_windows(p: Path) -> list[str]:
+    return [w for d in _docstrings(p) for w in _windows(d)]
+
+
+@lru_cache(maxsize=4)
 def seed_corpus(max_per_source: int = 1500, seed: int = 0) -> tuple[list[str], list[str], dict[str, int]]:
-    """Labelled texts found on this machine: (positives, negatives, count per source)."""
+    """Labelled texts found on this machine: (positives, negatives, count per source).
+
+    Files of each source are visited in a seeded random order until ``max_per_source`` windows are
+    collected, so the sample spreads over the whole source without reading all of it."""
     rng = random.Random(seed)
-    counts: dict[str, int] = {}
-
-    def take(name: str, texts: list[str], into: list[str]) -> None:
-        rng.shuffle(texts)
-        texts = texts[:max_per_source]
-        counts[name] = len(texts)
-        into.extend(texts)
-
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    mandir = Path("/usr/share/man")
+    py_files = [p for p in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py"))]
+    rst_files = sorted(Path("/usr/share").glob("**/*.rst")) + sorted((stdlib / "site-packages").glob("**/*.rst"))
+    man_prog = [p for p in sorted((mandir / "man1").glob("*")) if PROGRAMMING_MAN.match(p.name)]
+    man_other = [p for sec in UNRELATED_MAN_SECTIONS for p in sorted((mandir / sec).glob("*"))]
+    legal = [p for p in sorted(Path("/usr/share/common-licenses").glob("*")) if p.is_file()]
+    legal += sorted(Path("/usr/share/doc").glob("*/copyright"))
+    sources = {
+        "python_docstrings": (True, py_files, _docstring_windows),
+        "restructuredtext": (True, rst_files, _text_windows),
+        "man_programming_tools": (True, man_prog, lambda p: _windows(_read_man(p))),
+        "licenses_copyright": (False, legal, _text_windows),
+        "man_other_sections": (False, man_other, lambda p: _windows(_read_man(p))),
+    }
     pos: list[str] = []
     neg: list[str] = []
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    docs = []
-    for p in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py")):
-        if "site-packages" not in p.parts:
-            for d in _docstrings(p):
-                docs.extend(_windows(d))
-    take("python_docstrings", docs, pos)
-    rst = []
-    for root in [Path("/usr/share"), stdlib / "site-packages"]:
-        for p in sorted(root.glob("**/*.rst"))[:4000]:
-            try:
-                rst.extend(_windows(p.read_text(encoding="utf-8", errors="replace")))
-            except OSError:
-                continue
-    take("restructuredtext", rst, pos)
-    man_pos, man_neg = [], []
-    mandir = Path("/usr/share/man")
-    for p in sorted((mandir / "man1").glob("*")):
-        if PROGRAMMING_MAN.match(p.name):
-            man_pos.extend(_windows(_read_man(p)))
-    for section in UNRELATED_MAN_SECTIONS:
-        for p in sorted((mandir / section).glob("*"))[:400]:
-            man_neg.extend(_windows(_read_man(p)))
-    take("man_programming_tools", man_pos, pos)
-    legal = []
-    for p in sorted(Path("/usr/share/common-licenses").glob("*")):
-        if p.is_file():
-            legal.extend(_windows(p.read_text(encoding="utf-8", errors="replace")))
-    for p in sorted(Path("/usr/share/doc").glob("*/copyright")):
-        legal.extend(_windows(p.read_text(encoding="utf-8", errors="replace")))
-    take("licenses_copyright", legal, neg)
-    take("man_other_sections", man_neg, neg)
+    counts: dict[str, int] = {}
+    for name, (positive, files, read) in sources.items():
+        texts = _collect(files, read, max_per_source, rng)
+        counts[name] = len(texts)
+        (pos if positive else neg).extend(texts)
     return pos, neg, counts
 
 
@@ -272,18 +282,19 @@ def train_chain(train: list[tuple[str, bool]], heldout: list[tuple[str, bool]],
     ho_gold = [g for _, g in heldout]
     ho_alive = [True] * len(heldout)
     with tempfile.TemporaryDirectory() as tmp:
+        def fit(spec: StageSpec, examples: list[tuple[str, bool]], tag: str, k: int):
+            rows = [f"{POS if g else NEG} {_line(t)}" for t, g in examples]
+            random.Random(seed + k).shuffle(rows)
+            path = Path(tmp) / f"{spec.name}-{tag}.txt"
+            path.write_text("\n".join(rows) + "\n")
+            return fasttext.train_supervised(
+                input=str(path), epoch=spec.epoch, lr=spec.lr, dim=spec.dim, wordNgrams=spec.word_ngrams,
+                minn=spec.minn, maxn=spec.maxn, bucket=spec.bucket, thread=1, seed=seed + k, verbose=0)
+
         for k, spec in enumerate(stages):
             if not any(g for _, g in cur_train) or all(g for _, g in cur_train):
                 raise ValueError(f"stage {spec.name}: its training set lacks one of the two classes")
-            rnd = random.Random(seed + k)
-            rows = [f"{POS if g else NEG} {_line(t)}" for t, g in cur_train]
-            rnd.shuffle(rows)
-            path = Path(tmp) / f"{spec.name}.txt"
-            path.write_text("\n".join(rows) + "\n")
-            model = fasttext.train_supervised(
-                input=str(path), epoch=spec.epoch, lr=spec.lr, dim=spec.dim, wordNgrams=spec.word_ngrams,
-                minn=spec.minn, maxn=spec.maxn, thread=1, seed=seed + k, verbose=0)
-            chain.models.append(model)
+            chain.models.append(fit(spec, cur_train, "all", k))
             # held-out: this stage alone on what reached it, and the chain so far on everything
             reach = [i for i, a in enumerate(ho_alive) if a]
             mask = chain.keep_mask(k, [ho_texts[i] for i in reach]) if reach else []
@@ -291,7 +302,15 @@ def train_chain(train: list[tuple[str, bool]], heldout: list[tuple[str, bool]],
             for i, keep in zip(reach, mask, strict=True):
                 ho_alive[i] = keep
             cp, cr = _pr(ho_alive, ho_gold)
-            train_keep = chain.keep_mask(k, [t for t, _ in cur_train])
+            # what this stage keeps of its training set, judged out of fold (2 folds) so that the next
+            # stage sees the mistakes this stage makes on unseen text, not on text it memorised
+            train_keep = [False] * len(cur_train)
+            folds = [[i for i in range(len(cur_train)) if i % 2 == f] for f in (0, 1)]
+            for f in (0, 1):
+                fold_model = fit(spec, [cur_train[i] for i in folds[1 - f]], f"fold{f}", k)
+                holder = ClassifierChain([spec], [fold_model])
+                for i, keep in zip(folds[f], holder.keep_mask(0, [cur_train[i][0] for i in folds[f]]), strict=True):
+                    train_keep[i] = keep
             m = StageMetrics(spec.name, spec.threshold, len(cur_train), sum(g for _, g in cur_train),
                              p, r, cp, cr, sum(train_keep) / len(cur_train))
             metrics.append(m)
@@ -337,7 +356,7 @@ def run_quality(cfg, docs_dir: str, out_dir: str, run) -> StepResult:
                     ledger.drop(d, f"quality_rejected:{chain.stages[v].name}")
             batch.clear()
 
-        for d in records.read_documents(docs_dir):
+        for d in docio.read_documents(docs_dir):
             if d.lang in qc.apply_to_langs:
                 batch.append(d)
                 if len(batch) >= 512:
@@ -348,7 +367,7 @@ def run_quality(cfg, docs_dir: str, out_dir: str, run) -> StepResult:
         if batch:
             flush()
         records.write_documents(out_dir, kept_docs, cfg.executor.shard_size)
-    summary = ledger.close(out_dir, expected_inputs=records.count_documents(docs_dir))
+    summary = ledger.close(out_dir, expected_inputs=docio.count_documents(docs_dir))
     metrics = {}
     for s in info.get("stages", []):
         for key in ("precision", "recall", "chain_precision", "chain_recall"):
