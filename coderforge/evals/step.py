@@ -70,8 +70,6 @@ def log_problem_table(run, rows: list[dict], name: str) -> None:
 def run_evaluate(cfg: RecipeConfig, model_dir: str, data_dir: str, out_dir: str, run) -> StepResult:
     """Evaluate the model saved (with its tokenizer) in ``model_dir`` on ``data_dir/heldout`` and the
     benchmarks of ``cfg.eval.suite``."""
-
-    ev = cfg.eval
     local_out = Path(tempfile.mkdtemp(prefix="coderforge-eval-")) if storage.is_s3(out_dir) \
         else storage.local_path(out_dir)
     local_out.mkdir(parents=True, exist_ok=True)
