@@ -108,7 +108,15 @@ def write_documents(prefix: str, docs: Iterable[Document], shard_size: int = 200
 
 
 def list_shards(prefix: str) -> list[str]:
-    return storage.list_uris(prefix, SHARD_SUFFIX)
+    """The document shards directly under ``prefix`` (``part-*.parquet``); a step's other Parquet
+    files (``ledger.parquet``) and subdirectories are not documents."""
+    base = prefix.rstrip("/")
+    out = []
+    for uri in storage.list_uris(prefix, SHARD_SUFFIX):
+        rel = uri[len(base):].lstrip("/") if storage.is_s3(prefix) or uri.startswith(base) else uri
+        if "/" not in rel and rel.startswith("part-"):
+            out.append(uri)
+    return out
 
 
 def read_shard(uri: str) -> Iterator[Document]:

@@ -50,10 +50,10 @@ def run_local(cfg: RecipeConfig, pipeline: str = "recipe") -> dict:
     summary["workdir"] = str(workdir)
     summary["pipeline"] = pipeline
     summary["outputs"] = str(summary_file.parent.parent)
+    if summary.get("funnel_png") and Path(summary["funnel_png"]).exists():
+        shutil.copyfile(summary["funnel_png"], workdir / "data_funnel.png")
+        summary["funnel_png"] = str(workdir / "data_funnel.png")
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    funnel = summary_file.parent / "data_funnel.png"
-    if funnel.exists():
-        shutil.copyfile(funnel, workdir / "data_funnel.png")
     return summary
 
 

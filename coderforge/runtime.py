@@ -170,6 +170,14 @@ def finish_pipeline_run(recipe_yaml: str, parent_run_id: str, reports_json: dict
         if isinstance(value, (int, float)):
             metrics[f"eval.{key}"] = value
     parent.log_metrics(metrics)
+    curation = [dict(reports[s]["ledger"], step=s) for s in ("ingest", "filter", "dedup", "decontam")
+                if reports.get(s, {}).get("ledger")]
+    if curation:
+        from coderforge.data.funnel import write_funnel
+
+        funnel = write_funnel(str(Path(summary_path).parent / "funnel"), curation, run=parent)
+        summary["funnel_png"] = funnel["png"]
+        Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
     parent.log_dict(summary, "summary.json")
     parent.client.log_text(parent_run_id, summary_markdown(summary), "summary.md")
     parent.client.set_terminated(parent_run_id, status="FINISHED")

@@ -31,3 +31,12 @@ def dedup(recipe: str, parent_run_id: str, documents: Input[Dataset], kept: Outp
     from coderforge.runtime import execute_step
 
     return execute_step("dedup", recipe, parent_run_id, run_dedup, kept.path, in_dir=documents.path).to_json()
+
+
+@dsl.component(base_image=DATA_IMAGE)
+def decontaminate(recipe: str, parent_run_id: str, documents: Input[Dataset], kept: Output[Dataset]) -> str:
+    """Remove documents sharing a word n-gram (10 by default) or a function name with the benchmarks."""
+    from coderforge.data.decontam import run_decontam
+    from coderforge.runtime import execute_step
+
+    return execute_step("decontam", recipe, parent_run_id, run_decontam, kept.path, in_dir=documents.path).to_json()

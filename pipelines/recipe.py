@@ -14,14 +14,14 @@ from kfp import compiler, dsl
 from kfp.dsl import Artifact
 
 from coderforge.config import RecipeConfig
-from components.data import dedup, filter_documents, ingest
+from components.data import decontaminate, dedup, filter_documents, ingest
 from components.evaluate import evaluate
 from components.run_control import finish_run, start_run
 from components.tokens import pack, train_tokenizer
 from components.train import pretrain
 
 PIPELINE_NAMES = ("recipe", "data")
-DATA_STEPS = ("ingest", "filter", "dedup")
+DATA_STEPS = ("ingest", "filter", "dedup", "decontam")
 RECIPE_STEPS = DATA_STEPS + ("tokenizer", "pack", "pretrain", "evaluate")
 
 
@@ -46,7 +46,9 @@ def _data_tasks(recipe: str, rid, platform: Callable) -> dict:
                            .set_display_name("filter"), "filter")
     t["dedup"] = platform(dedup(recipe=recipe, parent_run_id=rid, documents=t["filter"].outputs["kept"])
                           .set_display_name("dedup"), "dedup")
-    t["_docs"] = t["dedup"].outputs["kept"]
+    t["decontam"] = platform(decontaminate(recipe=recipe, parent_run_id=rid, documents=t["dedup"].outputs["kept"])
+                             .set_display_name("decontam"), "decontam")
+    t["_docs"] = t["decontam"].outputs["kept"]
     return t
 
 
@@ -68,7 +70,7 @@ def build_pipeline(name: str = "recipe", cfg: RecipeConfig | None = None):
 
     if name == "data":
 
-        @dsl.pipeline(name="coderforge-data", description="CoderForge code curation: ingest, filter, dedup.")
+        @dsl.pipeline(name="coderforge-data", description="CoderForge code curation: ingest, filter, dedup, decontamination.")
         def data_pipeline(recipe: str, mlflow_run_id: str = "") -> Artifact:
             rid = start(recipe, mlflow_run_id)
             tasks = _data_tasks(recipe, rid, platform)

@@ -19,7 +19,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-JDK_SRC_ZIP = Path("/usr/lib/jvm/java-17-openjdk-amd64/lib/src.zip")
+def _jdk_src_zip() -> Path | None:
+    """The first JDK source archive that really exists (Debian's JDK 17 link is dangling unless
+    openjdk-17-source is installed; Temurin ships its sources)."""
+    for path in sorted(Path("/usr/lib/jvm").glob("*/lib/src.zip"), reverse=True):
+        if path.exists():
+            return path.resolve()
+    return None
+
+
+JDK_SRC_ZIP = _jdk_src_zip()
 NPM_DIR = Path("/usr/lib/node_modules/npm")
 
 

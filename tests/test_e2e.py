@@ -55,7 +55,7 @@ def test_data_pipeline_on_hostile_corpus_loses_nothing(tmp_path):
     workdir = tmp_path / "work"
     proc = _run_cli(["run", str(recipe), "--pipeline", "data", "--workdir", str(workdir)], cwd=REPO)
     summary = json.loads((workdir / "summary.json").read_text())
-    assert set(summary["steps"]) >= {"ingest", "filter", "dedup"}
+    assert list(summary["steps"]) == ["ingest", "filter", "dedup", "decontam"]
     for name, row in summary["steps"].items():
         assert row["in"] == row["kept"] + row["dropped"] + row["quarantined"], (name, row)
     ingest = summary["steps"]["ingest"]
@@ -65,7 +65,8 @@ def test_data_pipeline_on_hostile_corpus_loses_nothing(tmp_path):
     assert summary["steps"]["filter"]["in"] == ingest["kept"]
     assert summary["steps"]["dedup"]["in"] == summary["steps"]["filter"]["kept"]
     assert summary["steps"]["dedup"]["reasons"].get("exact_duplicate_of", 0) == 1
-    assert "ingest" in proc.stdout and "dedup" in proc.stdout
+    assert "ingest" in proc.stdout and "decontam" in proc.stdout
+    assert (workdir / "data_funnel.png").stat().st_size > 1000
 
 
 def test_bad_recipe_fails_before_anything_runs(tmp_path):
@@ -82,9 +83,9 @@ def test_tiny_recipe_end_to_end(tmp_path):
     workdir = tmp_path / "tiny"
     _run_cli(["run", "configs/tiny.yaml", "--workdir", str(workdir)], cwd=REPO, timeout=1200)
     summary = json.loads((workdir / "summary.json").read_text())
-    expected = ["ingest", "filter", "dedup", "tokenizer", "pack", "pretrain", "evaluate"]
+    expected = ["ingest", "filter", "dedup", "decontam", "tokenizer", "pack", "pretrain", "evaluate"]
     assert list(summary["steps"]) == expected
-    for name in ("ingest", "filter", "dedup", "pack"):
+    for name in ("ingest", "filter", "dedup", "decontam", "pack"):
         row = summary["steps"][name]
         assert row["in"] == row["kept"] + row["dropped"] + row["quarantined"] > 0, (name, row)
     assert summary["train"]["final_loss"] < 8.0 and summary["train"]["tokens"] > 0

@@ -4,7 +4,7 @@ from kfp import components
 from coderforge.config import load_recipe
 from pipelines.recipe import DATA_STEPS, RECIPE_STEPS, compile_recipe
 
-TASK_NAMES = {"ingest": "ingest", "filter": "filter-documents", "dedup": "dedup", "tokenizer": "train-tokenizer",
+TASK_NAMES = {"ingest": "ingest", "filter": "filter-documents", "dedup": "dedup", "decontam": "decontaminate", "tokenizer": "train-tokenizer",
               "pack": "pack", "pretrain": "pretrain", "evaluate": "evaluate"}
 
 

@@ -56,3 +56,15 @@ def test_ledger_catches_lost_and_double_counted_documents(tmp_path):
         led.check()
     with pytest.raises(ValueError):
         Ledger("y").drop(docs[0], "")
+
+
+def test_ledger_beside_shards_is_not_read_as_documents(tmp_path):
+    docs = _docs(3)
+    write_documents(str(tmp_path), docs)
+    led = Ledger("x")
+    for d in docs:
+        led.keep(d)
+    led.close(str(tmp_path), expected_inputs=3)
+    (tmp_path / "sub").mkdir()
+    write_documents(str(tmp_path / "sub"), _docs(2))
+    assert list(read_documents(str(tmp_path))) == docs
