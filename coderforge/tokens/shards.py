@@ -205,3 +205,50 @@ def sample_order(num_rows: int, seed: int, epoch: int = 0) -> np.ndarray:
     """Deterministic shuffle of row indices for an epoch."""
     rng = np.random.default_rng([seed, epoch])
     return rng.permutation(num_rows)
+
+
+class ResumableSampler:
+    """The training order of a shard directory's rows as an endless, resumable stream.
+
+    Global sample index ``i`` (0, 1, 2, …) maps to row ``sample_order(num_rows, seed, epoch)[pos]``
+    with ``epoch, pos = divmod(i, num_rows)``: every row once per epoch, a new shuffle each epoch.
+    With ``world > 1`` a worker of rank ``r`` takes the global indices ``i ≡ r (mod world)``.
+    ``state_dict()`` / ``load_state_dict()`` (or ``start=``) resume exactly where a run stopped.
+    """
+
+    def __init__(self, num_rows: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        if num_rows <= 0:
+            raise ValueError("no rows to sample")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside world {world}")
+        self.num_rows, self.seed, self.rank, self.world = num_rows, seed, rank, world
+        self.next_index = start
+        self._epoch, self._order = -1, None
+
+    def row_of(self, index: int) -> int:
+        epoch, pos = divmod(index, self.num_rows)
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, sample_order(self.num_rows, self.seed, epoch)
+        return int(self._order[pos])
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[int, int]:
+        """(global sample index, row index) of this worker's next sample."""
+        i = self.next_index
+        while i % self.world != self.rank:
+            i += 1
+        self.next_index = i + 1
+        return i, self.row_of(i)
+
+    def take(self, n: int) -> list[tuple[int, int]]:
+        return [next(self) for _ in range(n)]
+
+    def state_dict(self) -> dict:
+        return {"next_index": self.next_index, "seed": self.seed, "num_rows": self.num_rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_rows"] != self.num_rows or state["seed"] != self.seed:
+            raise ValueError(f"sampler state {state} does not match rows={self.num_rows} seed={self.seed}")
+        self.next_index = int(state["next_index"])
