@@ -8,6 +8,7 @@ expands to the running Python's standard library, ``${workdir}`` to the run's wo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sysconfig
@@ -16,6 +17,17 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+# kfp.local's subprocess runner rewrites every "python3" inside task arguments (parameter values
+# included) to its own interpreter path, which corrupts a recipe that mentions e.g. a python3.11
+# directory. `coderforge run` therefore passes the recipe base64-encoded; compiled pipelines carry
+# plain JSON.
+B64_PREFIX = "base64:"
+
+
+def encode_recipe_b64(text: str) -> str:
+    return B64_PREFIX + base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 class ConfigError(ValueError):
@@ -504,6 +516,8 @@ def _expand(value: Any, variables: dict[str, str]) -> Any:
 
 def load_recipe_text(text: str, origin: str = "<recipe>", overrides: list[str] | None = None,
                      workdir: str | None = None) -> RecipeConfig:
+    if text.startswith(B64_PREFIX):
+        text = base64.b64decode(text[len(B64_PREFIX):]).decode("utf-8")
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

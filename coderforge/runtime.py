@@ -49,7 +49,7 @@ def step_params(cfg: RecipeConfig, step: str) -> dict[str, str]:
         "tokenizer": ("tokenizer",),
         "pack": ("pack", "data"),
         "pretrain": ("model", "train", "pack"),
-        "evaluate": ("eval",),
+        "evaluate": ("eval", "sandbox"),
     }.get(step, ())
     flat = cfg.flat_params()
     return {k: v for k, v in flat.items() if k.split(".", 1)[0] in sections}

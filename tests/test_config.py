@@ -72,3 +72,12 @@ def test_json_round_trip_and_fingerprint():
 def test_workdir_variable(tmp_path):
     cfg = load_recipe_text("data:\n  sources:\n    - uri: ${workdir}/corpus\n", workdir=str(tmp_path))
     assert cfg.data.sources[0].uri == f"{tmp_path}/corpus"
+
+
+def test_base64_recipe_survives_kfp_local_python3_rewrite():
+    from coderforge.config import encode_recipe_b64
+
+    cfg = load_recipe_text("data:\n  sources:\n    - uri: /usr/lib/python3.11\n")
+    blob = encode_recipe_b64(cfg.to_json())
+    assert "python3" not in blob
+    assert load_recipe_text(blob).data.sources[0].uri == "/usr/lib/python3.11"

@@ -89,7 +89,7 @@ def test_tiny_recipe_end_to_end(tmp_path):
         row = summary["steps"][name]
         assert row["in"] == row["kept"] + row["dropped"] + row["quarantined"] > 0, (name, row)
     assert summary["train"]["final_loss"] < 8.0 and summary["train"]["tokens"] > 0
-    assert "heldout_loss" in summary["eval"] and "humaneval_pass@1" in summary["eval"]
+    assert "heldout_loss" in summary["eval"] and "humaneval_pass_at_1" in summary["eval"]
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
