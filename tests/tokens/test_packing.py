@@ -130,3 +130,34 @@ def test_pack_to_and_from_s3(s3_env, small_docs, small_tokenizer):
     names = storage.list_uris(out)
     assert any(n.endswith("train/meta.json") for n in names)
     assert any(n.endswith("ledger.json") for n in names)
+
+
+ADVERSARIAL = [
+    "", " ", "\n", "x", "  \n\n  \t\n x", "a\r\nb\r\n\r\n  c", "IT'S it's It'Ll we'VE 'd'", "\x1c\x1d x\x1f", "\x0b\x0c\t y",
+    "tab\tand  spaces   \n", "trailing   ", "12345 6.78e-9 0x1F", "a+=b**2;//c", "'''doc''' \"\"\"", "  \n",
+    "caf\u00e9 na\u0308ive \u00bd \u2163 \u4e2d\u6587", "def f():\n\treturn 1\n\n\n", "<|endoftext|> <|fim_prefix|>",
+]
+
+
+def test_text_encoder_equals_the_tokenizer(small_tokenizer, stdlib_dir):
+    tok = P.plain_text_tokenizer(small_tokenizer)
+    enc = P.TextEncoder(tok)
+    assert enc.fast
+    texts = ADVERSARIAL + [p.read_text(encoding="utf-8") for pkg in ("asyncio", "email", "xml", "unittest")
+                           for p in sorted((stdlib_dir / pkg).rglob("*.py"))]
+    got = enc.encode(texts)
+    want = [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+    for text, g, w in zip(texts, got, want, strict=True):
+        assert g.tolist() == w, repr(text[:80])
+    assert len(enc.cache) > 1000
+    assert [g.tolist() for g in enc.encode(texts[:30])] == want[:30]  # warm cache, same answer
+
+
+def test_text_encoder_falls_back_for_other_pipelines(small_tokenizer):
+    from tokenizers import pre_tokenizers
+
+    tok = P.plain_text_tokenizer(small_tokenizer)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    enc = P.TextEncoder(tok)
+    assert not enc.fast
+    assert enc.encode(["a  b"])[0].tolist() == tok.encode("a  b").ids
