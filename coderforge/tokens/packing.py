@@ -8,7 +8,8 @@
   split is the same on every run and every machine; held-out samples are never FIM'd.
 * Packing (``pack.packing``): ``best_fit`` keeps a sample whole in one row when it fits, placing it
   in the open row with the least room that still takes it (a bounded set of open rows), and cuts
-  samples longer than a row into full rows plus a remainder; ``stream`` concatenates samples and
+  samples longer than a row into full rows plus a remainder; the rows still open at the end are
+  re-packed back to back, so padding stays in the last row; ``stream`` concatenates samples and
   cuts rows at ``seq_len`` exactly (samples continue in the next row as a new segment). Both record
   every segment's length and sample ordinal, so every sample's tokens can be reassembled from the
   shards (``TokenShards.document_tokens``) and training masks attention per segment.
@@ -136,12 +137,16 @@ class Packer:
         self.writer.add_row(tokens, [len(p) for p, _ in parts], [s for _, s in parts])
 
     def close(self) -> None:
+        """Flush. Rows still open in best-fit mode are re-packed back to back (stream mode), so only
+        the very last row of the output carries more than a sliver of padding."""
+        if self._bins:
+            leftovers = [seg for b in sorted(self._bins) for seg in self._bins[b]]
+            self._bins, self._keys = {}, []
+            for tokens, sample in leftovers:
+                self._add_stream(tokens, sample)
         if self._cur:
             self._emit(self._cur)
             self._cur, self._cur_used = [], 0
-        for b in sorted(self._bins):
-            self._emit(self._bins[b])
-        self._bins, self._keys = {}, []
 
 
 @dataclass
