@@ -219,6 +219,7 @@ class FimSection(Section):
 class RepoSection(Section):
     """Repo-level samples (recipe.md §3.2, §9.3): files in dependency order, `<|repo_name|>`/`<|file_sep|>`."""
 
+    enabled: bool = Field(True, description="run the repo-level stage (pack + pretrain) in the recipe DAG")
     seq_len: int = Field(32768, ge=16, description="row length of the repo-level stage")
     fim_rate: float = Field(0.5, ge=0, le=1, description="repo-level FIM of the last file of a sample")
     fim_reserve_tokens: int = Field(8, ge=0, description="room kept per sample for the FIM control tokens")
@@ -380,7 +381,7 @@ class RayJobSection(Section):
     """KubeRay RayJob launched by heavy steps (pretrain) when ``enabled``; else local Ray."""
 
     enabled: bool = False
-    steps: list[str] = Field(default_factory=lambda: ["pretrain"])
+    steps: list[str] = Field(default_factory=lambda: ["pretrain", "pretrain_repo"])
     namespace: str | None = Field(None, description="default: the pipeline pod's own namespace")
     service_account: str | None = Field(None, description="service account of the Ray pods")
     head: K8sPlacement = Field(default_factory=lambda: K8sPlacement(cpu="2", memory="8Gi"))

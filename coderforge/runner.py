@@ -41,7 +41,7 @@ def run_local(cfg: RecipeConfig, pipeline: str = "recipe") -> dict:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "pipeline_root"),
                raise_on_error=True)
     try:
-        task = build_pipeline(pipeline)(recipe=encode_recipe_b64(cfg.to_json()), mlflow_run_id=run_id)
+        task = build_pipeline(pipeline, cfg)(recipe=encode_recipe_b64(cfg.to_json()), mlflow_run_id=run_id)
     except BaseException:
         tracking.finish_run(uri, run_id, "FAILED")
         raise

@@ -47,8 +47,10 @@ def step_params(cfg: RecipeConfig, step: str) -> dict[str, str]:
         "dedup": ("dedup", "executor"),
         "decontam": ("decontam", "executor"),
         "tokenizer": ("tokenizer",),
-        "pack": ("pack", "data"),
+        "pack": ("pack", "data", "fim"),
+        "pack_repo": ("repo", "data"),
         "pretrain": ("model", "train", "pack"),
+        "pretrain_repo": ("model", "train", "repo"),
         "evaluate": ("eval", "sandbox"),
     }.get(step, ())
     flat = cfg.flat_params()
@@ -116,16 +118,25 @@ def build_summary(reports: dict[str, dict], tracking_uri: str, run_id: str) -> d
             if key in rep.get("metrics", {}):
                 row[key] = rep["metrics"][key]
         steps[name] = row
-    train = reports.get("pretrain", {})
-    tm = train.get("metrics", {})
+    stages = {name: reports[name].get("metrics", {}) for name in ("pretrain", "pretrain_repo") if name in reports}
+    final = reports.get("pretrain_repo") or reports.get("pretrain", {})
+    train = {}
+    if stages:
+        last = final.get("metrics", {})
+        train = {
+            "final_loss": last.get("final_loss"),
+            "tokens": sum(m.get("tokens") or 0 for m in stages.values()),
+            "steps": sum(m.get("steps") or 0 for m in stages.values()),
+            "stages": {name: {k: m.get(k) for k in ("final_loss", "tokens", "steps", "tokens_per_s")}
+                       for name, m in stages.items()},
+        }
     evaluation = reports.get("evaluate", {}).get("metrics", {})
     return {
         "steps": steps,
-        "train": {"final_loss": tm.get("final_loss"), "tokens": tm.get("tokens"), "steps": tm.get("steps")}
-        if train else {},
+        "train": train,
         "eval": evaluation,
         "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id},
-        "model_path": train.get("info", {}).get("model_path"),
+        "model_path": final.get("info", {}).get("model_path"),
     }
 
 

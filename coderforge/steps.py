@@ -53,8 +53,8 @@ def read_step_report(out_dir: str) -> dict[str, Any]:
     return json.loads(storage.read_text(storage.join(out_dir, "step.json")))
 
 
-# Every step by name: "module:function" and the names of its input-directory arguments, in order.
-# `coderforge step NAME` (what a RayJob runs on a cluster) and the components use this table.
+# Every step by name: "module:function", the names of its input-directory arguments, and fixed
+# keyword arguments. `coderforge step NAME` (what a RayJob runs on a cluster) uses this table.
 STEP_FUNCTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ingest": ("coderforge.data.ingest:run_ingest", ()),
     "filter": ("coderforge.data.filters:run_filter", ("in_dir",)),
@@ -62,15 +62,27 @@ STEP_FUNCTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "decontam": ("coderforge.data.decontam:run_decontam", ("in_dir",)),
     "tokenizer": ("coderforge.tokens.tokenizer:run_tokenizer", ("docs_dir",)),
     "pack": ("coderforge.tokens.packing:run_pack", ("docs_dir", "tokenizer_dir")),
+    "pack_repo": ("coderforge.tokens.packing:run_pack", ("docs_dir", "tokenizer_dir")),
     "pretrain": ("coderforge.train.pretrain:run_pretrain", ("data_dir", "tokenizer_dir")),
+    "pretrain_repo": ("coderforge.train.pretrain:run_pretrain", ("data_dir", "tokenizer_dir", "init_from")),
     "evaluate": ("coderforge.evals.step:run_evaluate", ("model_dir", "data_dir")),
 }
 
 
+STEP_FIXED_KWARGS: dict[str, dict[str, Any]] = {
+    "pack_repo": {"stage": "repo"},
+    "pretrain_repo": {"stage": "repo"},
+}
+
+
 def step_function(name: str):
+    """The step's function, with its fixed keyword arguments (e.g. ``stage="repo"``) bound."""
+    import functools
     import importlib
 
     if name not in STEP_FUNCTIONS:
         raise KeyError(f"unknown step {name!r}; steps: {', '.join(STEP_FUNCTIONS)}")
     module, func = STEP_FUNCTIONS[name][0].split(":")
-    return getattr(importlib.import_module(module), func)
+    fn = getattr(importlib.import_module(module), func)
+    fixed = STEP_FIXED_KWARGS.get(name)
+    return functools.partial(fn, **fixed) if fixed else fn

@@ -27,6 +27,8 @@ def finish_run(
     tokenizer: str = "",
     pack: str = "",
     pretrain: str = "",
+    pack_repo: str = "",
+    pretrain_repo: str = "",
     evaluate: str = "",
 ):
     """Gather every step's report (the JSON each step returned) into the run summary, log it to the
@@ -35,6 +37,7 @@ def finish_run(
 
     reports = {
         "ingest": ingest, "filter": filter, "dedup": dedup, "decontam": decontam, "tokenizer": tokenizer,
-        "pack": pack, "pretrain": pretrain, "evaluate": evaluate,
+        "pack": pack, "pretrain": pretrain, "pack_repo": pack_repo, "pretrain_repo": pretrain_repo,
+        "evaluate": evaluate,
     }
     finish_pipeline_run(recipe, parent_run_id, {k: v for k, v in reports.items() if v}, summary.path, report.path)

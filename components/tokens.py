@@ -25,3 +25,14 @@ def pack(recipe: str, parent_run_id: str, documents: Input[Dataset], tokenizer: 
 
     return execute_step("pack", recipe, parent_run_id, run_pack, tokens.path, docs_dir=documents.path,
                         tokenizer_dir=tokenizer.path).to_json()
+
+
+@dsl.component(base_image=DATA_IMAGE)
+def pack_repo(recipe: str, parent_run_id: str, documents: Input[Dataset], tokenizer: Input[Model],
+              tokens: Output[Dataset]) -> str:
+    """Repo-level samples (files in dependency order, repo-level FIM) packed into ``repo.seq_len`` rows."""
+    from coderforge.runtime import execute_step
+    from coderforge.tokens.packing import run_pack
+
+    return execute_step("pack_repo", recipe, parent_run_id, run_pack, tokens.path, docs_dir=documents.path,
+                        tokenizer_dir=tokenizer.path, stage="repo").to_json()

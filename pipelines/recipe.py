@@ -17,21 +17,24 @@ from coderforge.config import RecipeConfig
 from components.data import decontaminate, dedup, filter_documents, ingest
 from components.evaluate import evaluate
 from components.run_control import finish_run, start_run
-from components.tokens import pack, train_tokenizer
-from components.train import pretrain
+from components.tokens import pack, pack_repo, train_tokenizer
+from components.train import pretrain, pretrain_repo
 
 PIPELINE_NAMES = ("recipe", "data")
 DATA_STEPS = ("ingest", "filter", "dedup", "decontam")
-RECIPE_STEPS = DATA_STEPS + ("tokenizer", "pack", "pretrain", "evaluate")
+RECIPE_STEPS = DATA_STEPS + ("tokenizer", "pack", "pretrain", "pack_repo", "pretrain_repo", "evaluate")
 
 
-def steps_of(pipeline: str) -> tuple[str, ...]:
-    return {"recipe": RECIPE_STEPS, "data": DATA_STEPS}[pipeline]
+def steps_of(pipeline: str, cfg: RecipeConfig | None = None) -> tuple[str, ...]:
+    steps = {"recipe": RECIPE_STEPS, "data": DATA_STEPS}[pipeline]
+    if cfg is not None and not cfg.repo.enabled:
+        steps = tuple(s for s in steps if s not in ("pack_repo", "pretrain_repo"))
+    return steps
 
 
 def _platform_hook(cfg: RecipeConfig | None) -> Callable:
     """Kubernetes settings (resources, secrets, node selectors) for a task; none on the embedded default."""
-    if cfg is None or getattr(cfg, "k8s", None) is None:
+    if cfg is None:
         return lambda task, step: task
     from pipelines.platform import apply_platform
 
@@ -59,9 +62,11 @@ def _finish(recipe: str, rid, tasks: dict, platform: Callable):
     return platform(fin, "finish_run")
 
 
-def build_pipeline(name: str = "recipe", cfg: RecipeConfig | None = None):
-    """The pipeline function for ``name``; ``cfg`` (when compiling for a cluster) adds Kubernetes settings."""
-    platform = _platform_hook(cfg)
+def build_pipeline(name: str = "recipe", cfg: RecipeConfig | None = None, for_cluster: bool = False):
+    """The pipeline function for ``name``. ``cfg`` decides optional stages (``repo.enabled``); with
+    ``for_cluster`` its ``k8s`` section adds Kubernetes settings to every task."""
+    platform = _platform_hook(cfg if for_cluster else None)
+    repo_stage = cfg is None or cfg.repo.enabled
 
     def start(recipe: str, mlflow_run_id: str):
         task = start_run(recipe=recipe, pipeline=name, existing_run_id=mlflow_run_id).set_display_name("start-run")
@@ -94,8 +99,16 @@ def build_pipeline(name: str = "recipe", cfg: RecipeConfig | None = None):
             toks = tasks["pack"].outputs["tokens"]
             tasks["pretrain"] = platform(pretrain(recipe=recipe, parent_run_id=rid, tokens=toks, tokenizer=tok)
                                          .set_display_name("pretrain"), "pretrain")
-            tasks["evaluate"] = platform(evaluate(recipe=recipe, parent_run_id=rid,
-                                                  model=tasks["pretrain"].outputs["model"], tokens=toks)
+            final_model = tasks["pretrain"].outputs["model"]
+            if repo_stage:
+                tasks["pack_repo"] = platform(pack_repo(recipe=recipe, parent_run_id=rid, documents=docs,
+                                                        tokenizer=tok).set_display_name("pack-repo"), "pack_repo")
+                tasks["pretrain_repo"] = platform(
+                    pretrain_repo(recipe=recipe, parent_run_id=rid, tokens=tasks["pack_repo"].outputs["tokens"],
+                                  tokenizer=tok, base_model=final_model).set_display_name("pretrain-repo"),
+                    "pretrain_repo")
+                final_model = tasks["pretrain_repo"].outputs["model"]
+            tasks["evaluate"] = platform(evaluate(recipe=recipe, parent_run_id=rid, model=final_model, tokens=toks)
                                          .set_display_name("evaluate"), "evaluate")
             return _finish(recipe, rid, tasks, platform).outputs["summary"]
 
@@ -109,6 +122,6 @@ def compile_recipe(cfg: RecipeConfig, output_path: str | Path, pipeline: str = "
     """Write the KFP IR YAML for ``cfg``; the recipe YAML is the default of the ``recipe`` parameter."""
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    func = build_pipeline(pipeline, cfg if for_cluster else None)
+    func = build_pipeline(pipeline, cfg, for_cluster)
     compiler.Compiler().compile(func, str(output_path), pipeline_parameters={"recipe": cfg.to_json()})
     return output_path

@@ -5,7 +5,8 @@ from coderforge.config import load_recipe
 from pipelines.recipe import DATA_STEPS, RECIPE_STEPS, compile_recipe
 
 TASK_NAMES = {"ingest": "ingest", "filter": "filter-documents", "dedup": "dedup", "decontam": "decontaminate", "tokenizer": "train-tokenizer",
-              "pack": "pack", "pretrain": "pretrain", "evaluate": "evaluate"}
+              "pack": "pack", "pretrain": "pretrain", "pack_repo": "pack-repo", "pretrain_repo": "pretrain-repo",
+              "evaluate": "evaluate"}
 
 
 def _tasks(path):
@@ -29,3 +30,19 @@ def test_compiled_data_pipeline(tmp_path):
     out = compile_recipe(cfg, tmp_path / "data.yaml", pipeline="data", for_cluster=False)
     _, tasks = _tasks(out)
     assert {TASK_NAMES[s] for s in DATA_STEPS} <= tasks and "pretrain" not in tasks
+
+
+def test_repo_stage_can_be_switched_off(tmp_path):
+    cfg = load_recipe("configs/tiny.yaml", overrides=["repo.enabled=false"])
+    _, tasks = _tasks(compile_recipe(cfg, tmp_path / "r.yaml", for_cluster=False))
+    assert "pretrain" in tasks and "pretrain-repo" not in tasks and "pack-repo" not in tasks
+
+
+def test_cluster_compilation_carries_kubernetes_settings(tmp_path):
+    cfg = load_recipe("configs/tiny.yaml", overrides=["k8s.rayjob.enabled=true"])
+    out = compile_recipe(cfg, tmp_path / "k8s.yaml")
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert len(docs) == 2  # pipeline spec + Kubernetes platform spec
+    text = out.read_text()
+    assert "coderforge-s3" in text and "AWS_SECRET_ACCESS_KEY" in text
+    assert "testing" not in text and "minioadmin" not in text
