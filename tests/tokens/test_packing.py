@@ -161,3 +161,18 @@ def test_text_encoder_falls_back_for_other_pipelines(small_tokenizer):
     enc = P.TextEncoder(tok)
     assert not enc.fast
     assert enc.encode(["a  b"])[0].tolist() == tok.encode("a  b").ids
+
+
+def test_a_ledger_beside_the_input_documents_is_not_read_as_documents(small_tokenizer, tmp_path):
+    from coderforge.ledger import Ledger
+
+    docs = [records.Document(f"d{i}", "r", f"f{i}.py", "python", f"x = {i}\n") for i in range(5)]
+    records.write_documents(str(tmp_path / "in"), docs)
+    upstream = Ledger("filter")
+    for d in docs + [records.Document("gone", "r", "gone.py", "python", "y")]:
+        upstream.keep(d) if d.id != "gone" else upstream.drop(d, "max_line_length")
+    upstream.close(str(tmp_path / "in"))
+    assert (tmp_path / "in" / "ledger.parquet").exists()
+    res = P.run_pack(recipe(pack={"seq_len": 64}), str(tmp_path / "in"), small_tokenizer, str(tmp_path / "out"),
+                     NullRun())
+    assert res.ledger.inputs == 5 and res.ledger.kept == 5
