@@ -331,14 +331,17 @@ def repo_level_samples(cfg, docs: Iterable, tok: Tokenizer | TextEncoder) -> Ite
     """Repo-level samples (recipe.md §3.2): each repository's files in dependency order
     (``coderforge.data.repo_order``), cut at file boundaries into samples that fit
     ``repo.seq_len`` tokens where possible; the last file of a sample is FIM'd at
-    ``repo.fim_rate``. Held-out is decided per repository. Yields ``("drop", doc, reason)`` for
-    documents that cannot enter a sample."""
+    ``repo.fim_rate``. Held-out is decided per sample (``repo#k``) by hash; when the fraction is
+    positive but no sample falls under it (few repositories), the sample with the smallest hash is
+    held out, so the held-out split is never empty. Held-out samples are never FIM'd. Yields
+    ``("drop", doc, reason)`` for documents that cannot enter a sample."""
     from coderforge.data.repo_order import order_files
 
     by_repo: dict[str, list] = {}
     for doc in docs:
         by_repo.setdefault(doc.repo, []).append(doc)
     seed, budget = fim_seed(cfg), cfg.repo.seq_len
+    planned: list[tuple[str, int, list[str], dict]] = []
     for repo in sorted(by_repo):
         rdocs = {}
         for d in by_repo[repo]:
@@ -351,25 +354,30 @@ def repo_level_samples(cfg, docs: Iterable, tok: Tokenizer | TextEncoder) -> Ite
         if not rdocs:
             continue
         order = order_files({p: d.content for p, d in rdocs.items()}).paths
-        split = "heldout" if is_heldout(f"repo:{repo}", cfg.data.heldout_fraction) else "train"
         sizes = [len(x) for x in encode_texts(tok, [f"{p}\n{rdocs[p].content}" for p in order])]
         header = len(encode_texts(tok, [f"{repo}\n"])[0]) + 2  # + <|repo_name|>, <|endoftext|>
-        chunks, cur, used = [], [], header
+        cur, used, k = [], header, 0
         for p, n in zip(order, sizes, strict=True):
             cost = n + 2  # <|file_sep|> and the joining newline
             if cur and used + cost > budget - cfg.repo.fim_reserve_tokens:
-                chunks.append(cur)
-                cur, used = [], header
+                planned.append((repo, k, cur, rdocs))
+                cur, used, k = [], header, k + 1
             cur.append(p)
             used += cost
         if cur:
-            chunks.append(cur)
-        for k, paths in enumerate(chunks):
-            rng = F.doc_rng(seed, f"{repo}\x00{k}", salt="repo-fim")
-            fim = split == "train" and len(paths) > 0 and rng.random() < cfg.repo.fim_rate
-            pieces = F.repo_sample(repo, [(p, rdocs[p].content) for p in paths], fim_last=fim, rng=rng)
-            yield Sample(pieces, split, "repo_fim" if fim else "repo", [rdocs[p] for p in paths],
-                         f"{repo}#{k}", repo, "\n".join(paths))
+            planned.append((repo, k, cur, rdocs))
+    frac = cfg.data.heldout_fraction
+    held = {(r, k) for r, k, _, _ in planned if is_heldout(f"repo:{r}#{k}", frac)}
+    if frac > 0 and not held and len(planned) > 1:
+        r, k, _, _ = min(planned, key=lambda c: heldout_unit(f"repo:{c[0]}#{c[1]}"))
+        held = {(r, k)}
+    for repo, k, paths, rdocs in planned:
+        split = "heldout" if (repo, k) in held else "train"
+        rng = F.doc_rng(seed, f"{repo}\x00{k}", salt="repo-fim")
+        fim = split == "train" and rng.random() < cfg.repo.fim_rate
+        pieces = F.repo_sample(repo, [(p, rdocs[p].content) for p in paths], fim_last=fim, rng=rng)
+        yield Sample(pieces, split, "repo_fim" if fim else "repo", [rdocs[p] for p in paths],
+                     f"{repo}#{k}", repo, "\n".join(paths))
 
 
 def pack_documents(cfg, docs: Iterable, tokenizer_dir: str | Path, out_dir: Path, ledger: Ledger,

@@ -128,3 +128,16 @@ def test_repo_stage_packs_files_in_dependency_order(docs, small_tokenizer, tmp_p
         if repo == "email":
             assert len(rows) > 1
     assert len(tok.encode("x").ids) == 1
+
+
+def test_repo_stage_always_holds_out_something_plain(docs, small_tokenizer, tmp_path):
+    docs_dir = tmp_path / "docs"
+    records.write_documents(str(docs_dir), docs)
+    cfg = recipe(repo={"seq_len": 2048, "fim_rate": 1.0}, data={"heldout_fraction": 0.001})
+    res = P.run_pack(cfg, str(docs_dir), small_tokenizer, str(tmp_path / "out"), NullRun(), stage="repo")
+    held = P.read_index(tmp_path / "out" / "heldout")
+    train = P.read_index(tmp_path / "out" / "train")
+    assert len(held) == 1 and held[0]["format"] == "repo"
+    assert {r["format"] for r in train} == {"repo_fim"}
+    assert res.metrics["heldout_rows"] >= 1
+    assert {r["id"] for r in held}.isdisjoint(r["id"] for r in train)
