@@ -220,6 +220,9 @@ class RepoSection(Section):
     """Repo-level samples (recipe.md §3.2, §9.3): files in dependency order, `<|repo_name|>`/`<|file_sep|>`."""
 
     enabled: bool = Field(True, description="run the repo-level stage (pack + pretrain) in the recipe DAG")
+    steps: int | None = Field(None, ge=1, description="optimizer steps of the repo stage (default train.steps)")
+    micro_batch_size: int | None = Field(None, ge=1, description="rows per worker step (default train's)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate of the repo stage (default train.lr)")
     seq_len: int = Field(32768, ge=16, description="row length of the repo-level stage")
     fim_rate: float = Field(0.5, ge=0, le=1, description="repo-level FIM of the last file of a sample")
     fim_reserve_tokens: int = Field(8, ge=0, description="room kept per sample for the FIM control tokens")

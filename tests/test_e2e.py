@@ -83,8 +83,9 @@ def test_tiny_recipe_end_to_end(tmp_path):
     workdir = tmp_path / "tiny"
     _run_cli(["run", "configs/tiny.yaml", "--workdir", str(workdir)], cwd=REPO, timeout=1200)
     summary = json.loads((workdir / "summary.json").read_text())
-    expected = ["ingest", "filter", "dedup", "decontam", "tokenizer", "pack", "pretrain", "evaluate"]
-    assert list(summary["steps"]) == expected
+    expected = ["ingest", "filter", "dedup", "decontam", "tokenizer", "pack", "pretrain", "pack_repo",
+                "pretrain_repo", "evaluate"]
+    assert sorted(summary["steps"]) == sorted(expected)
     for name in ("ingest", "filter", "dedup", "decontam", "pack"):
         row = summary["steps"][name]
         assert row["in"] == row["kept"] + row["dropped"] + row["quarantined"] > 0, (name, row)
@@ -96,6 +97,8 @@ def test_tiny_recipe_end_to_end(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(summary["model_path"])
     tok = AutoTokenizer.from_pretrained(summary["model_path"])
     assert model.config.model_type == "qwen2"
+    rope = model.config.rope_parameters  # the repo stage's model: RoPE base 1M, YaRN x4 for inference
+    assert rope["rope_type"] == "yarn" and rope["factor"] == 4.0 and rope["rope_theta"] == 1_000_000.0
     assert tok.convert_tokens_to_ids("<|fim_middle|>") is not None
 
     from mlflow.tracking import MlflowClient

@@ -261,6 +261,9 @@ def run_pretrain(cfg: RecipeConfig, data_dir: str, out_dir: str, run, stage: str
                      "max_position_embeddings": max(seq_len, cfg.repo.seq_len)}
     mcfg = model_config(cfg.model, int(shards.meta["vocab_size"]), seq_len).to_dict()
     tc = cfg.train
+    if stage == "repo":
+        tc = tc.model_copy(update={k: v for k, v in (("steps", cfg.repo.steps), ("lr", cfg.repo.lr),
+                                                       ("micro_batch_size", cfg.repo.micro_batch_size)) if v})
     loop_config = {
         "data_dir": train_dir, "model_config": mcfg, "init_from": init_from, "config_overrides": overrides,
         "seed": cfg.run.seed, "steps": tc.steps, "micro_batch_size": tc.micro_batch_size,
