@@ -18,7 +18,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
 # kfp.local's subprocess runner rewrites every "python3" inside task arguments (parameter values
 # included) to its own interpreter path, which corrupts a recipe that mentions e.g. a python3.11
 # directory. `coderforge run` therefore passes the recipe base64-encoded; compiled pipelines carry
