@@ -269,6 +269,8 @@ class MixtureSection(Section):
     ratios: dict[str, float] = Field(default_factory=lambda: {"code": 0.7, "text": 0.2, "math": 0.1})
     budget_tokens: int | None = Field(None, ge=1, description="default: the largest budget the data allows "
                                                                "without upsampling any category")
+    enabled: bool = Field(False, description="mix the curated code with `sources` before packing (recipe DAG)")
+    curated_weight: float = Field(1.0, gt=0, description="weight of the pipeline's curated code inside `code`")
     sources: list[MixtureSource] = Field(default_factory=list)
     max_repeat: float = Field(4.0, ge=1, description="most times a source may be repeated when upsampled")
 

@@ -46,6 +46,8 @@ def step_params(cfg: RecipeConfig, step: str) -> dict[str, str]:
         "filter": ("filter", "executor"),
         "dedup": ("dedup", "executor"),
         "decontam": ("decontam", "executor"),
+        "quality": ("quality",),
+        "mixture": ("mixture",),
         "tokenizer": ("tokenizer",),
         "pack": ("pack", "data", "fim"),
         "pack_repo": ("repo", "data"),
@@ -181,7 +183,7 @@ def finish_pipeline_run(recipe_yaml: str, parent_run_id: str, reports_json: dict
         if isinstance(value, (int, float)):
             metrics[f"eval.{key}"] = value
     parent.log_metrics(metrics)
-    curation = [dict(reports[s]["ledger"], step=s) for s in ("ingest", "filter", "dedup", "decontam")
+    curation = [dict(reports[s]["ledger"], step=s) for s in ("ingest", "filter", "dedup", "decontam", "quality")
                 if reports.get(s, {}).get("ledger")]
     if curation:
         from coderforge.data.funnel import write_funnel

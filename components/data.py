@@ -40,3 +40,12 @@ def decontaminate(recipe: str, parent_run_id: str, documents: Input[Dataset], ke
     from coderforge.runtime import execute_step
 
     return execute_step("decontam", recipe, parent_run_id, run_decontam, kept.path, in_dir=documents.path).to_json()
+
+
+@dsl.component(base_image=DATA_IMAGE)
+def quality_filter(recipe: str, parent_run_id: str, documents: Input[Dataset], kept: Output[Dataset]) -> str:
+    """Coarse-to-fine fastText text-code grounding chain over the text documents (Qwen2.5-Coder)."""
+    from coderforge.data.quality import run_quality
+    from coderforge.runtime import execute_step
+
+    return execute_step("quality", recipe, parent_run_id, run_quality, kept.path, docs_dir=documents.path).to_json()

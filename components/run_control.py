@@ -24,7 +24,9 @@ def finish_run(
     filter: str = "",
     dedup: str = "",
     decontam: str = "",
+    quality: str = "",
     tokenizer: str = "",
+    mixture: str = "",
     pack: str = "",
     pretrain: str = "",
     pack_repo: str = "",
@@ -36,7 +38,8 @@ def finish_run(
     from coderforge.runtime import finish_pipeline_run
 
     reports = {
-        "ingest": ingest, "filter": filter, "dedup": dedup, "decontam": decontam, "tokenizer": tokenizer,
+        "ingest": ingest, "filter": filter, "dedup": dedup, "decontam": decontam, "quality": quality,
+        "tokenizer": tokenizer, "mixture": mixture,
         "pack": pack, "pretrain": pretrain, "pack_repo": pack_repo, "pretrain_repo": pretrain_repo,
         "evaluate": evaluate,
     }

@@ -36,3 +36,14 @@ def pack_repo(recipe: str, parent_run_id: str, documents: Input[Dataset], tokeni
 
     return execute_step("pack_repo", recipe, parent_run_id, run_pack, tokens.path, docs_dir=documents.path,
                         tokenizer_dir=tokenizer.path, stage="repo").to_json()
+
+
+@dsl.component(base_image=DATA_IMAGE)
+def mixture(recipe: str, parent_run_id: str, documents: Input[Dataset], tokenizer: Input[Model],
+            mixed: Output[Dataset]) -> str:
+    """Code / text / math sampled to a token budget at the configured ratios (70/20/10 by default)."""
+    from coderforge.data.mixture import run_mixture
+    from coderforge.runtime import execute_step
+
+    return execute_step("mixture", recipe, parent_run_id, run_mixture, mixed.path, docs_dir=documents.path,
+                        tokenizer_dir=tokenizer.path).to_json()

@@ -14,22 +14,28 @@ from kfp import compiler, dsl
 from kfp.dsl import Artifact
 
 from coderforge.config import RecipeConfig
-from components.data import decontaminate, dedup, filter_documents, ingest
+from components.data import decontaminate, dedup, filter_documents, ingest, quality_filter
 from components.evaluate import evaluate
 from components.run_control import finish_run, start_run
-from components.tokens import pack, pack_repo, train_tokenizer
+from components.tokens import mixture, pack, pack_repo, train_tokenizer
 from components.train import pretrain, pretrain_repo
 
 PIPELINE_NAMES = ("recipe", "data")
 DATA_STEPS = ("ingest", "filter", "dedup", "decontam")
+OPTIONAL_DATA_STEPS = ("quality",)
 RECIPE_STEPS = DATA_STEPS + ("tokenizer", "pack", "pretrain", "pack_repo", "pretrain_repo", "evaluate")
 
 
-def steps_of(pipeline: str, cfg: RecipeConfig | None = None) -> tuple[str, ...]:
-    steps = {"recipe": RECIPE_STEPS, "data": DATA_STEPS}[pipeline]
-    if cfg is not None and not cfg.repo.enabled:
-        steps = tuple(s for s in steps if s not in ("pack_repo", "pretrain_repo"))
-    return steps
+def steps_of(pipeline: str, cfg: RecipeConfig) -> tuple[str, ...]:
+    """The steps a pipeline runs for ``cfg`` (optional ones by their ``enabled`` switches)."""
+    steps = list(DATA_STEPS)
+    if cfg.quality.enabled:
+        steps.append("quality")
+    if pipeline == "recipe":
+        steps += ["tokenizer"] + (["mixture"] if cfg.mixture.enabled else []) + ["pack", "pretrain"]
+        steps += ["pack_repo", "pretrain_repo"] if cfg.repo.enabled else []
+        steps.append("evaluate")
+    return tuple(steps)
 
 
 def _platform_hook(cfg: RecipeConfig | None) -> Callable:
@@ -41,7 +47,7 @@ def _platform_hook(cfg: RecipeConfig | None) -> Callable:
     return lambda task, step: apply_platform(task, step, cfg.k8s)
 
 
-def _data_tasks(recipe: str, rid, platform: Callable) -> dict:
+def _data_tasks(recipe: str, rid, platform: Callable, cfg: RecipeConfig | None) -> dict:
     t = {}
     t["ingest"] = platform(ingest(recipe=recipe, parent_run_id=rid).set_display_name("ingest"), "ingest")
     t["filter"] = platform(filter_documents(recipe=recipe, parent_run_id=rid,
@@ -52,6 +58,10 @@ def _data_tasks(recipe: str, rid, platform: Callable) -> dict:
     t["decontam"] = platform(decontaminate(recipe=recipe, parent_run_id=rid, documents=t["dedup"].outputs["kept"])
                              .set_display_name("decontam"), "decontam")
     t["_docs"] = t["decontam"].outputs["kept"]
+    if cfg is not None and cfg.quality.enabled:
+        t["quality"] = platform(quality_filter(recipe=recipe, parent_run_id=rid, documents=t["_docs"])
+                                .set_display_name("quality"), "quality")
+        t["_docs"] = t["quality"].outputs["kept"]
     return t
 
 
@@ -78,7 +88,7 @@ def build_pipeline(name: str = "recipe", cfg: RecipeConfig | None = None, for_cl
         @dsl.pipeline(name="coderforge-data", description="CoderForge code curation: ingest, filter, dedup, decontamination.")
         def data_pipeline(recipe: str, mlflow_run_id: str = "") -> Artifact:
             rid = start(recipe, mlflow_run_id)
-            tasks = _data_tasks(recipe, rid, platform)
+            tasks = _data_tasks(recipe, rid, platform, cfg)
             return _finish(recipe, rid, tasks, platform).outputs["summary"]
 
         return data_pipeline
@@ -89,11 +99,16 @@ def build_pipeline(name: str = "recipe", cfg: RecipeConfig | None = None, for_cl
                       description="CoderForge recipe: curation, tokenizer, packing, pretraining, evaluation.")
         def recipe_pipeline(recipe: str, mlflow_run_id: str = "") -> Artifact:
             rid = start(recipe, mlflow_run_id)
-            tasks = _data_tasks(recipe, rid, platform)
+            tasks = _data_tasks(recipe, rid, platform, cfg)
             docs = tasks["_docs"]
             tasks["tokenizer"] = platform(train_tokenizer(recipe=recipe, parent_run_id=rid, documents=docs)
                                           .set_display_name("tokenizer"), "tokenizer")
             tok = tasks["tokenizer"].outputs["tokenizer"]
+            code_docs = docs
+            if cfg is not None and cfg.mixture.enabled:
+                tasks["mixture"] = platform(mixture(recipe=recipe, parent_run_id=rid, documents=docs, tokenizer=tok)
+                                            .set_display_name("mixture"), "mixture")
+                docs = tasks["mixture"].outputs["mixed"]
             tasks["pack"] = platform(pack(recipe=recipe, parent_run_id=rid, documents=docs, tokenizer=tok)
                                      .set_display_name("pack"), "pack")
             toks = tasks["pack"].outputs["tokens"]
@@ -101,7 +116,7 @@ def build_pipeline(name: str = "recipe", cfg: RecipeConfig | None = None, for_cl
                                          .set_display_name("pretrain"), "pretrain")
             final_model = tasks["pretrain"].outputs["model"]
             if repo_stage:
-                tasks["pack_repo"] = platform(pack_repo(recipe=recipe, parent_run_id=rid, documents=docs,
+                tasks["pack_repo"] = platform(pack_repo(recipe=recipe, parent_run_id=rid, documents=code_docs,
                                                         tokenizer=tok).set_display_name("pack-repo"), "pack_repo")
                 tasks["pretrain_repo"] = platform(
                     pretrain_repo(recipe=recipe, parent_run_id=rid, tokens=tasks["pack_repo"].outputs["tokens"],

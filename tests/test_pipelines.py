@@ -46,3 +46,14 @@ def test_cluster_compilation_carries_kubernetes_settings(tmp_path):
     text = out.read_text()
     assert "coderforge-s3" in text and "AWS_SECRET_ACCESS_KEY" in text
     assert "testing" not in text and "minioadmin" not in text
+
+
+def test_optional_quality_and_mixture_steps(tmp_path):
+    from pipelines.recipe import steps_of
+
+    cfg = load_recipe("configs/tiny.yaml", overrides=["quality.enabled=true", "mixture.enabled=true"])
+    _, tasks = _tasks(compile_recipe(cfg, tmp_path / "r.yaml", for_cluster=False))
+    assert {"quality-filter", "mixture"} <= tasks
+    assert steps_of("recipe", cfg).index("mixture") < steps_of("recipe", cfg).index("pack")
+    base = load_recipe("configs/tiny.yaml")
+    assert "quality" not in steps_of("data", base) and "mixture" not in steps_of("recipe", base)

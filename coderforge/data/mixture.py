@@ -100,14 +100,20 @@ def plan_mixture(sources: list[SourcePlan], ratios: dict[str, float], budget: in
     return budget
 
 
-def run_mixture(cfg, out_dir: str, run, tokenizer_dir: str | None = None) -> StepResult:
-    """Mix ``cfg.mixture.sources`` into one document set at ``out_dir``."""
+def run_mixture(cfg, out_dir: str, run, tokenizer_dir: str | None = None, docs_dir: str | None = None) -> StepResult:
+    """Mix ``cfg.mixture.sources`` (plus ``docs_dir``, the pipeline's curated code, as the code source
+    ``curated`` with weight ``mixture.curated_weight``) into one document set at ``out_dir``."""
+    from coderforge.config import MixtureSource
+
     mc = cfg.mixture
-    if not mc.sources:
+    sources = list(mc.sources)
+    if docs_dir:
+        sources.insert(0, MixtureSource(path=docs_dir, category="code", weight=mc.curated_weight, name="curated"))
+    if not sources:
         raise ValueError("mixture.sources is empty: name the document directories to mix")
     count = token_counter(tokenizer_dir)
     plans = []
-    for i, src in enumerate(mc.sources):
+    for i, src in enumerate(sources):
         docs = list(docio.read_documents(src.path))
         plans.append(SourcePlan(src.name or f"source{i}", src.category, src.weight, docs,
                                 count([d.content for d in docs]) if docs else []))

@@ -103,3 +103,15 @@ def test_missing_category_is_an_error(sources, tmp_path):
     cfg = _cfg(sources, ratios={"code": 0.7, "text": 0.2, "math": 0.05, "other": 0.05})
     with pytest.raises(ValueError, match="no documents for categories"):
         run_mixture(cfg, str(tmp_path), NullRun())
+
+
+def test_pipeline_documents_join_as_the_curated_code_source(sources, tmp_path):
+    srcs = [{"path": sources["text"][0], "category": "text", "name": "licenses"},
+            {"path": sources["math"][0], "category": "math", "name": "sympy-ntheory"}]
+    cfg = RecipeConfig.model_validate({"data": {"sources": [{"uri": "/unused"}]},
+                                       "mixture": {"enabled": True, "sources": srcs}})
+    res = run_mixture(cfg, str(tmp_path), NullRun(), docs_dir=sources["code"][0])
+    assert set(res.info["sources"]) == {"curated", "licenses", "sympy-ntheory"}
+    assert res.info["sources"]["curated"]["category"] == "code"
+    assert abs(res.info["ratios_realised"]["code"] - 0.7) < 0.05
+    assert res.ledger.inputs == sum(len(sources[k][1]) for k in ("code", "text", "math"))
