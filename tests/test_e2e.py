@@ -112,6 +112,8 @@ def test_tiny_recipe_end_to_end(tmp_path):
     by_name = {c.info.run_name: c for c in children}
     assert set(by_name) == set(expected)
     assert by_name["ingest"].data.metrics["docs_in"] == summary["steps"]["ingest"]["in"]
-    assert by_name["pretrain"].data.metrics["final_loss"] == pytest.approx(summary["train"]["final_loss"])
+    stages = summary["train"]["stages"]
+    assert by_name["pretrain"].data.metrics["final_loss"] == pytest.approx(stages["pretrain"]["final_loss"])
+    assert by_name["pretrain_repo"].data.metrics["final_loss"] == pytest.approx(summary["train"]["final_loss"])
     loss_history = client.get_metric_history(by_name["pretrain"].info.run_id, "loss")
     assert len(loss_history) >= 2
