@@ -155,7 +155,7 @@ class FilterSection(Section):
 
 class DedupSection(Section):
     exact: bool = True
-    keep: Literal["first", "shortest_path", "longest"] = "first"
+    keep: Literal["first", "shortest_path", "longest", "most_stars"] = "first"
     near: bool = Field(True, description="MinHash LSH near-dedup after exact dedup")
     ngram: int = Field(5, ge=1, description="word n-gram shingles")
     threshold: float = Field(0.7, gt=0, lt=1, description="Jaccard similarity of near-duplicates")

@@ -81,3 +81,9 @@ def test_base64_recipe_survives_kfp_local_python3_rewrite():
     blob = encode_recipe_b64(cfg.to_json())
     assert "python3" not in blob
     assert load_recipe_text(blob).data.sources[0].uri == "/usr/lib/python3.11"
+
+
+@pytest.mark.parametrize("path", sorted(__import__("glob").glob("configs/*.yaml")))
+def test_every_shipped_recipe_validates(path):
+    cfg = load_recipe(path)
+    assert cfg.run.name and cfg.data.sources
