@@ -4,6 +4,9 @@
   literals covering more than ``max_literal_fraction`` of the file, or numeric literals making up
   more than ``max_numeric_fraction`` of the non-blank characters (huge numeric tables). Python
   literals come from ``ast``; other languages use a quoted-string regex.
+  For Python, a one-pass regex tokeniser of strings and comments first bounds the literals from
+  above (raw body lengths, implicitly concatenated pieces summed, docstrings included); only a file
+  whose bound crosses a threshold is parsed with ``ast`` for the exact answer (most files are not).
 * ``repetitive`` (files with at least ``min_lines_for_repetition`` non-trivial lines): duplicated
   normalised lines above ``max_duplicate_line_fraction``; one line template (literals replaced by
   placeholders) repeated more than ``max_template_repeats`` times; or a run of more than
@@ -29,7 +32,41 @@ _TRIVIAL = frozenset({"", "}", "{", "};", ")", ");", "]", "];", "end", "else:", 
                       "break", "return;", "*/", "/*", "*", "#", "//", "fi", "done", "esac", "endif", "});",
                       "})", "},", "try:", "finally:", "begin", "end;", "'''", '"""', "<br>", "</div>", "<div>"})
 _COMMENT_START = ("*", "//", "#", "/*", "--", ";", "%", "'", "<!--", "@param", "@return", "@throws")
-_BRANCH = re.compile(r"^\s*(?:elif\b|else\s+if\b|\}\s*else\s+if\b|case\b|when\b|elsif\b|elseif\b)")
+_HWS = re.compile(r"[^\S\n]+")
+_BRANCH_LINE = re.compile(r"^[^\S\n]*(?:elif\b|else[^\S\n]+if\b|\}[^\S\n]*else[^\S\n]+if\b|case\b|when\b|elsif\b"
+                          r"|elseif\b)[^\n]*", re.MULTILINE)
+
+
+_PY_TOKEN = re.compile(  # possessive quantifiers: no backtracking into a token (linear time)
+    r"#[^\n]*+"
+    r"|(?:[rRbBuUfF]{1,2})?(?:\"\"\"(?:[^\"\\]|\\[\s\S]|\"(?!\"\"))*+(?:\"\"\"|$)"
+    r"|'''(?:[^'\\]|\\[\s\S]|'(?!''))*+(?:'''|$)"
+    r"|\"(?:[^\"\\\n]|\\[\s\S])*+\"?|'(?:[^'\\\n]|\\[\s\S])*+'?)")
+_PY_GAP = re.compile(r"(?:\s++|\\\n|#[^\n]*+)*+")
+
+
+def python_literal_bound(source: str) -> tuple[int, int]:
+    """Upper bounds ``(longest, total)`` of the lengths ``python_literals`` would report.
+
+    Every string token's raw body is at least as long as its decoded value (escapes only shrink),
+    implicitly concatenated tokens (only whitespace, line continuations or comments between them)
+    are summed as ``ast`` joins them, and docstrings are counted although ``ast`` excludes them.
+    """
+    longest = total = 0
+    group, prev_end = 0, -1
+    for m in _PY_TOKEN.finditer(source):
+        tok = m.group()
+        if tok[0] == "#":
+            continue
+        body = len(tok) - 2  # at least the two quotes go; prefixes and triple quotes only shorten it more
+        if prev_end >= 0 and _PY_GAP.fullmatch(source, prev_end, m.start()):
+            group += body
+        else:
+            group = body
+        prev_end = m.end()
+        total += body
+        longest = max(longest, group)
+    return longest, total
 
 
 def python_literals(source: str) -> list[int] | None:
@@ -41,14 +78,18 @@ def python_literals(source: str) -> list[int] | None:
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return None
     docstrings: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+    literals: list[tuple[int, int]] = []
+    scopes = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+    for node in ast.walk(tree):  # one walk: docstring owners come before their docstrings
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str | bytes):
+                literals.append((id(node), len(node.value)))
+        elif isinstance(node, scopes) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
                     and isinstance(first.value.value, str):
                 docstrings.add(id(first.value))
-    return [len(n.value) for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str | bytes) and id(n) not in docstrings]
+    return [n for i, n in literals if i not in docstrings]
 
 
 class LiteralDensityFilter(DocumentFilter):
@@ -65,7 +106,13 @@ class LiteralDensityFilter(DocumentFilter):
         text = doc.content
         if not text:
             return True
-        lengths = python_literals(text) if doc.lang == "python" else None
+        lengths = None
+        if doc.lang == "python":
+            longest, total = python_literal_bound(text)
+            if longest <= self.max_literal and (len(text) <= 1000 or total <= self.max_fraction * len(text)):
+                lengths = []  # no literal rule can fire: skip the parse
+            else:
+                lengths = python_literals(text)
         if lengths is None:
             lengths = [m.end() - m.start() - 2 for m in _STRING.finditer(text)]
         if lengths:
@@ -99,25 +146,26 @@ class RepetitionFilter(DocumentFilter):
 
     def keep(self, doc: Document) -> Verdict:
         s = self.s
-        raw = doc.content.splitlines()
-        lines = [_WS.sub(" ", ln).strip() for ln in raw]
+        # one regex pass over the lines joined by "\n" (no line holds one after splitlines) instead of one per line
+        joined = "\n".join(doc.content.splitlines())
+        lines = [ln.strip() for ln in _HWS.sub(" ", joined).split("\n")]
         lines = [ln for ln in lines if ln not in _TRIVIAL and len(ln) > 3 and not ln.startswith(_COMMENT_START)]
         if len(lines) < s.min_lines_for_repetition:
             return True
         dup = 1.0 - len(set(lines)) / len(lines)
         if dup > s.max_duplicate_line_fraction:
             return self.name, f"{dup:.2f} duplicated lines"
-        templates = Counter(line_template(ln) for ln in lines)
+        templates = Counter(ln.strip() for ln in
+                            _HWS.sub(" ", _NUMBER.sub("N", _STRING.sub('"S"', "\n".join(lines)))).split("\n"))
         template, n = templates.most_common(1)[0]
         if n > s.max_template_repeats and n > 0.5 * len(lines):
             return self.name, f"template repeated {n}x: {template[:80]}"
         run, best, prev = 0, 0, None
-        for ln in raw:
-            if _BRANCH.match(ln):
-                t = line_template(ln)
-                run = run + 1 if t == prev else 1
-                prev = t
-                best = max(best, run)
+        for m in _BRANCH_LINE.finditer(joined):
+            t = line_template(m.group())
+            run = run + 1 if t == prev else 1
+            prev = t
+            best = max(best, run)
         if best > s.max_branch_run:
             return self.name, f"{best} identical branches in a row"
         return True

@@ -146,6 +146,8 @@ def encoded_spans(text: str) -> tuple[int, int, str]:
     """(longest match, total matched chars, kind of the longest) over the StarCoder2 encoded-data regexes."""
     longest, total, kind = 0, 0, ""
     for name, pattern in ENCODED_PATTERNS.items():
+        if name == "unicode" and "\\u" not in text:  # every match starts with a backslash-u: skip the scan
+            continue
         for m in pattern.finditer(text):
             n = m.end() - m.start()
             total += n
