@@ -278,7 +278,9 @@ class MixtureSection(Section):
 class ModelSection(Section):
     """A Qwen2ForCausalLM shape: a named Qwen2.5-Coder size or an explicit debug shape."""
 
-    size: Literal["debug", "0.5B", "1.5B", "3B", "7B", "14B", "32B", "custom"] = "debug"
+    size: Literal["debug", "debug-tiny", "debug-small", "debug-medium", "0.5B", "1.5B", "3B", "7B", "14B", "32B",
+                  "custom"] = Field("debug", description="a Qwen2.5-Coder size, a named debug size, or debug/custom "
+                                                         "= the explicit fields below")
     hidden_size: int = Field(64, ge=8)
     num_hidden_layers: int = Field(2, ge=1)
     num_attention_heads: int = Field(4, ge=1)
@@ -305,6 +307,22 @@ class TrainSection(Section):
     dtype: Literal["float32", "bfloat16"] = "float32"
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(50, ge=1)
+    strategy: Literal["ddp", "fsdp2", "deepspeed"] = Field(
+        "ddp", description="data parallelism: DDP, FSDP2 (fully_shard per layer) or DeepSpeed ZeRO-2")
+    attention: Literal["auto", "sdpa", "flex"] = Field(
+        "auto", description="document-masked attention: flex (FlexAttention BlockMask, GPU) or sdpa (dense "
+                            "mask); auto = flex on GPU, sdpa on CPU")
+    activation_checkpointing: bool = False
+    compile: bool = Field(False, description="torch.compile each decoder layer and the loss chunk")
+    loss_chunk_tokens: int = Field(4096, ge=1, description="tokens per chunk of the chunked cross-entropy")
+    wsd_decay_fraction: float = Field(0.1, ge=0, le=1, description="WSD: share of steps in the decay phase")
+    wcl_linear_fraction: float = Field(0.1, ge=0, le=1, description="WCL: share of steps in the linear phase")
+    wcl_cosine_end: float = Field(0.62, gt=0, le=1, description="WCL: cosine phase ends at this x peak LR")
+    max_failures: int = Field(2, ge=0, description="Ray Train FailureConfig: worker-group restarts")
+    checkpoints_to_keep: int = Field(2, ge=1)
+    storage: str | None = Field(None, description="Ray Train storage (local path or s3://); default "
+                                                  "WORKDIR/ray_results")
+    peak_tflops: float | None = Field(None, gt=0, description="per-device peak for MFU (default: known GPUs)")
 
 
 class SandboxSection(Section):

@@ -267,8 +267,12 @@ def train_loop(config: dict, reporter=None) -> dict:
     cfg = {**LOOP_DEFAULTS, **config}
     in_ray = reporter is None and _in_ray()
     if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local)
+        if in_ray:
+            import ray.train.torch
+
+            device = ray.train.torch.get_device()
+        else:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
     else:
@@ -345,11 +349,12 @@ def train_loop(config: dict, reporter=None) -> dict:
                                 eps=1e-8, fused=bool(fused))
 
     # ------------------------------------------------------------ resume
-    start_step, resumed_metrics = 0, {}
+    start_step, resumed_metrics, history = 0, {}, []
     with reporter.latest_checkpoint() as ckpt:
         if ckpt:
             meta = json.loads((Path(ckpt) / "trainer_state.json").read_text())
             start_step, resumed_metrics = int(meta["step"]), meta.get("metrics", {})
+            history = list(meta.get("history", []))
             if engine is not None:
                 engine.load_checkpoint(ckpt, tag="ds", load_module_strict=True)
             else:
@@ -387,7 +392,7 @@ def train_loop(config: dict, reporter=None) -> dict:
                     torch.save(full, Path(d) / "state.pt")
                 (Path(d) / "trainer_state.json").write_text(json.dumps(
                     {"step": step, "data_position": step * per_step, "world": world, "metrics": metrics,
-                     "strategy": strategy}, default=float))
+                     "strategy": strategy, "history": history}, default=float))
             if final and cfg["save_final"]:
                 _save_hf(d, full)
             return d
@@ -480,6 +485,7 @@ def train_loop(config: dict, reporter=None) -> dict:
         if peak:
             metrics["mfu"] = tps * flops_tok / (peak * world)
         window_loss, window_tokens, target_tokens_win = [], 0, 0
+        history.append(metrics)
         ckpt_path = save_checkpoint(step + 1, metrics, last) if ckpt_now else None
         reporter.report(metrics, checkpoint=ckpt_path)
         final_metrics = metrics
@@ -490,7 +496,7 @@ def train_loop(config: dict, reporter=None) -> dict:
         import torch.distributed as dist
 
         dist.destroy_process_group()
-    return {"history": reporter.history, "final": final_metrics,
+    return {"history": history, "final": final_metrics,
             "checkpoint": getattr(reporter, "last_checkpoint", None)}
 
 

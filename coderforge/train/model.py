@@ -89,8 +89,7 @@ def build_model(config: dict | None = None, init_from: str | None = None, overri
         for key, value in overrides.items():
             setattr(model.config, key, value)
         if "rope_parameters" in overrides:  # recompute inv_freq for the new RoPE base
-            model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config,
-                                                                  device=model.model.embed_tokens.weight.device)
+            model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
     else:
         cfg = Qwen2Config(**config)
         model = Qwen2ForCausalLM(cfg)
