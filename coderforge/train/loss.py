@@ -23,7 +23,8 @@ def shift_targets(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _chunk(h, w, y, scale):
-    logits = (h @ w.t()).float()
+    logits = h @ w.t()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     lse = torch.logsumexp(logits, dim=-1)
     valid = y != IGNORE
     yc = torch.where(valid, y, torch.zeros_like(y))
@@ -53,10 +54,12 @@ class _ChunkedCE(torch.autograd.Function):
         h2 = hidden.reshape(-1, hidden.shape[-1])
         y = targets.reshape(-1)
         fn = _chunk_fn(compiled)
-        scale = torch.tensor(1.0 / max(n_valid, 1.0), dtype=torch.float32, device=hidden.device)
+        scale = torch.tensor(1.0 / max(n_valid, 1.0), dtype=torch.promote_types(hidden.dtype, torch.float32),
+                             device=hidden.device)
         grad_h = torch.empty_like(h2)
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        acc = torch.promote_types(weight.dtype, torch.float32)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        total = torch.zeros((), dtype=acc, device=hidden.device)
         n = h2.shape[0]
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
@@ -83,7 +86,8 @@ def chunked_lm_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
 
 def token_losses(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-position losses (0 where ignored), full logits: the reference for tests and evaluation."""
-    logits = (hidden @ weight.t()).float()
+    logits = hidden @ weight.t()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     y = targets.clamp(min=0)
     lp = torch.log_softmax(logits, dim=-1).gather(-1, y[..., None])[..., 0]
     return torch.where(targets != IGNORE, -lp, torch.zeros_like(lp))
