@@ -191,9 +191,10 @@ def find_contamination(texts: Iterable[str], d: DecontamSection | None = None) -
     return [dc.check(t, d.function_names, d.function_name_max_chars) for t in texts]
 
 
-def decontam_shard(cfg: RecipeConfig, in_uri: str, out_uri: str, part: str) -> dict:
+def decontam_shard(cfg: RecipeConfig, in_uri: str, out_uri: str, part: str,
+                   index: Decontaminator | None = None) -> dict:
     d = cfg.decontam
-    dc = decontaminator_for(d)
+    dc = index if index is not None else decontaminator_for(d)
     ledger = Ledger("decontam")
     kept = []
     for doc in read_shard(in_uri):
@@ -225,11 +226,34 @@ def contamination_report(rows: list[dict]) -> dict:
                 "items_matched": dict(sorted(e["items_matched"].items()))} for b, e in sorted(report.items())}
 
 
+class _SharedIndexShard:
+    """Shard task that takes the benchmark index from Ray's object store (built once, on the driver)."""
+
+    def __init__(self, index_ref):
+        self.index_ref = index_ref
+
+    def __call__(self, cfg: RecipeConfig, in_uri: str, out_uri: str, part: str) -> dict:
+        import ray
+
+        return decontam_shard(cfg, in_uri, out_uri, part, ray.get(self.index_ref))
+
+
 def run_decontam(cfg: RecipeConfig, in_dir: str, out_dir: str, run) -> StepResult:
+    """Documents sharing an n-gram (or a function name) with a benchmark dropped, shard by shard.
+
+    The join is a lookup of every document n-gram in the benchmark index: with ``executor.kind: ray``
+    the index is built once on the driver, put in the object store and shared by the shard tasks
+    (instead of rebuilt in every worker process).
+    """
     t0 = time.perf_counter()
     dc = decontaminator_for(cfg.decontam)
     t_index = time.perf_counter() - t0
-    summary, info = run_per_shard(cfg, "decontam", in_dir, out_dir, decontam_shard, run, sections=("decontam",))
+    shard_fn = decontam_shard
+    if cfg.executor.kind == "ray":
+        from coderforge.executor import _ray_init
+
+        shard_fn = _SharedIndexShard(_ray_init(cfg.executor).put(dc))
+    summary, info = run_per_shard(cfg, "decontam", in_dir, out_dir, shard_fn, run, sections=("decontam",))
     report = {"benchmarks": dict(dc.items_per_benchmark), "ngram": cfg.decontam.ngram,
               "contamination": contamination_report(read_ledger(out_dir))}
     report_uri = storage.join(out_dir, "decontam_report.json")

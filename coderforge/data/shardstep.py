@@ -91,9 +91,9 @@ def replay(ledger: Ledger, part: dict) -> None:
     ledger.fixed += int(part.get("fixed", 0))
 
 
-def _fingerprint(cfg: RecipeConfig, sections: tuple[str, ...], in_uri: str, rows: int) -> str:
+def _fingerprint(cfg: RecipeConfig, sections: tuple[str, ...], in_uri: str, rows: int, salt: str = "") -> str:
     blob = json.dumps({s: getattr(cfg, s).model_dump(mode="json") for s in sections}, sort_keys=True)
-    return hashlib.sha256(f"{blob}|{in_uri}|{rows}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{blob}|{in_uri}|{rows}|{salt}".encode()).hexdigest()[:16]
 
 
 def _done(part: str, out_shard: str, key: str) -> bool:
@@ -107,11 +107,12 @@ def _done(part: str, out_shard: str, key: str) -> bool:
 
 def run_per_shard(cfg: RecipeConfig, step: str, in_dir: str, out_dir: str,
                   shard_fn: Callable[[RecipeConfig, str, str, str], dict],
-                  run=None, sections: tuple[str, ...] = ()) -> tuple[LedgerSummary, dict]:
+                  run=None, sections: tuple[str, ...] = (), salt: str = "") -> tuple[LedgerSummary, dict]:
     """Run ``shard_fn(cfg, in_shard, out_shard, part_uri)`` for every input shard not yet done.
 
     A shard counts as done when its part ledger carries the same key: the recipe ``sections`` the
-    step reads, the input shard's URI and its row count (a changed recipe redoes the shard).
+    step reads, the input shard's URI and its row count (a changed recipe redoes the shard), plus
+    ``salt`` (e.g. a global decision the shard's output depends on).
     """
     shards = input_shards(in_dir)
     rows = [shard_rows(u) for u in shards]
@@ -119,7 +120,7 @@ def run_per_shard(cfg: RecipeConfig, step: str, in_dir: str, out_dir: str,
     tasks, skipped = [], 0
     for i, uri in enumerate(shards):
         part, out_shard = part_uri(out_dir, i), storage.join(out_dir, shard_name(i))
-        key = _fingerprint(cfg, sections, uri, rows[i])
+        key = _fingerprint(cfg, sections, uri, rows[i], salt)
         if cfg.executor.resume and _done(part, out_shard, key):
             skipped += 1
             continue
