@@ -7,7 +7,11 @@ candidate pairs are verified by estimated Jaccard (``dedup.verify``), and connec
 (union-find) keep one document each (``near_duplicate_of:<id>``). The kept document of a group is
 chosen by ``dedup.keep``: ``first`` (input order), ``shortest_path``, ``longest`` (most content),
 or ``most_stars`` (``meta.stars``/``max_stars_count`` when present, then input order).
-Pass 2 (per shard): write the survivors and the part ledgers.
+With ``executor.kind: ray`` the grouping runs on the cluster instead of the driver
+(:mod:`coderforge.data.dedup_ray`: band keys shuffled by key, pairs verified per shard, union-find on
+the driver over the candidate pairs only), with the same decisions.
+Pass 2 (per shard): write the survivors and the part ledgers. The decision is stored with a key, so a
+re-run reuses it and skips the shards already written for it.
 """
 
 from __future__ import annotations
