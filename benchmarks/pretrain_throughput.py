@@ -142,10 +142,9 @@ def phase_hf(args) -> dict:
 def phase_ours(args) -> dict:
     import torch
 
+    from coderforge.tokens.shards import TokenShards
     from coderforge.train.loop import LocalReporter, train_loop
     from coderforge.train.model import qwen2_config_dict
-
-    from coderforge.tokens.shards import TokenShards
 
     sh = TokenShards(args.data)
     on_gpu = torch.cuda.is_available()
@@ -157,12 +156,26 @@ def phase_ours(args) -> dict:
         "schedule": "constant", "log_every": window, "checkpoint_every": 0, "save_final": False,
         "dtype": "bfloat16" if on_gpu else "float32", "attention": "flex" if on_gpu else "sdpa",
         "compile": bool(args.compile and on_gpu), "activation_checkpointing": args.ac,
-        "loss_chunk_tokens": args.loss_chunk, "strategy": "ddp", "seed": 0,
+        "loss_chunk_tokens": args.loss_chunk, "strategy": args.strategy, "seed": 0,
     }
     rep = LocalReporter(None)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    out = train_loop(cfg, reporter=rep)
+    if args.profile and on_gpu:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            out = train_loop(cfg, reporter=rep)
+        kernels: dict[str, float] = {}
+        for ev in prof.key_averages():
+            if ev.device_time_total > 0:
+                kernels[ev.key[:90]] = kernels.get(ev.key[:90], 0.0) + ev.device_time_total / 1e3
+        total_ms = sum(kernels.values())
+        profile_top = [(k, round(v, 1), round(100 * v / total_ms, 1))
+                       for k, v in sorted(kernels.items(), key=lambda kv: -kv[1])[:25]]
+    else:
+        out = train_loop(cfg, reporter=rep)
+        profile_top = None
     hist = out["history"]
     timed = [h for h in hist if h["step"] > window]
     tps = float(np.median([h["tokens_per_s"] for h in timed])) if timed else float("nan")
@@ -175,7 +188,37 @@ def phase_ours(args) -> dict:
             "flops_per_token": ft, "mfu": tps * ft / peak if peak else None,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None,
             "final_loss": hist[-1]["loss"], "document_mask": True, "compile": cfg["compile"],
-            "activation_checkpointing": args.ac, "attention": cfg["attention"]}
+            "activation_checkpointing": args.ac, "attention": cfg["attention"], "strategy": args.strategy,
+            "loss_chunk_tokens": args.loss_chunk, "profile_top_kernels_ms_pct": profile_top}
+
+
+def phase_check(args) -> dict:
+    """Correctness on the device: FlexAttention + document BlockMask vs sdpa + dense mask, same weights/row."""
+    import torch
+
+    from coderforge.tokens.shards import TokenShards
+    from coderforge.train.loop import make_batch
+    from coderforge.train.loss import token_losses
+    from coderforge.train.model import build_model, qwen2_config_dict
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sh = TokenShards(args.data)
+    conf = qwen2_config_dict("debug-small", VOCAB_REAL, sh.seq_len)
+    out = {"phase": "check", "seq_len": sh.seq_len}
+    losses = {}
+    for att in ("sdpa", "flex") if dev.type == "cuda" else ("sdpa",):
+        torch.manual_seed(0)
+        m = build_model(conf, attention=att).to(dev)
+        b = make_batch(sh, [0, 1], dev, att)
+        with torch.no_grad():
+            h = m.model(input_ids=b["input_ids"], position_ids=b["position_ids"],
+                        attention_mask=b["attention_mask"]).last_hidden_state
+            losses[att] = token_losses(h, m.lm_head.weight, b["targets"]).double()
+    if "flex" in losses:
+        ref, got = losses["sdpa"], losses["flex"]
+        out["rel_err_flex_vs_dense"] = float((got - ref).norm() / ref.norm())
+        out["max_abs_err"] = float((got - ref).abs().max())
+    return out
 
 
 # ---------------------------------------------------------------- driver
@@ -196,7 +239,7 @@ def run_phase(name: str, data: str, extra: list[str], log) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--phase", choices=["hf", "ours"])
+    ap.add_argument("--phase", choices=["hf", "ours", "check"])
     ap.add_argument("--data")
     ap.add_argument("--size", default="0.5B")
     ap.add_argument("--seq", type=int, default=8192)
@@ -208,14 +251,17 @@ def main() -> None:
     ap.add_argument("--loss-chunk", type=int, default=8192)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--ac", action="store_true", help="activation checkpointing")
+    ap.add_argument("--profile", action="store_true", help="CUDA kernel-time table of the ours phases")
+    ap.add_argument("--strategy", default="ddp", choices=["ddp", "fsdp2"],
+                    help="engine parallelism (one GPU: ddp = no wrapper; fsdp2 = fully_shard, bf16 params)")
     ap.add_argument("--long-ac", action="store_true", help="activation checkpointing at the long length")
-    ap.add_argument("--only", default="hf,ours,ours_long")
+    ap.add_argument("--only", default="check,hf,ours,ours_long")
     ap.add_argument("--smoke", action="store_true", help="debug model on CPU (checks the script, no numbers)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
 
     if args.phase:
-        res = phase_hf(args) if args.phase == "hf" else phase_ours(args)
+        res = {"hf": phase_hf, "ours": phase_ours, "check": phase_check}[args.phase](args)
         print("RESULT " + json.dumps(res), flush=True)
         return
 
@@ -242,12 +288,15 @@ def main() -> None:
              "long": write_rows(long_, n_long, args.long_seq, 2, VOCAB_REAL)}
     stats["short"]["attention_fraction"] = attention_fraction(short)
     stats["long"]["attention_fraction"] = attention_fraction(long_)
-    common = ["--size", args.size, "--steps", str(args.steps), "--warmup", str(args.warmup),
-              "--loss-chunk", str(args.loss_chunk)] + ([] if args.compile else ["--no-compile"])
+    common = (["--profile"] if args.profile else []) + [
+        "--strategy", args.strategy, "--size", args.size, "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--loss-chunk", str(args.loss_chunk)] + ([] if args.compile else ["--no-compile"])
     results = []
     with open(out / "pretrain_throughput.log", "w") as log:
         for name in args.only.split(","):
-            if name == "hf":
+            if name == "check":
+                r = run_phase("check", short, [], log)
+            elif name == "hf":
                 r = run_phase("hf", short, common + ["--micro-batch", str(args.micro_batch)], log)
             elif name == "ours":
                 r = run_phase("ours", short, common + ["--micro-batch", str(args.micro_batch)]
@@ -258,6 +307,24 @@ def main() -> None:
                 r["phase"] = "ours_long"
             results.append(r)
             print(json.dumps(r), flush=True)
+    from coderforge.train.model import param_count, qwen2_config_dict
+
+    def add_mfu_variants(r):
+        """Beside the convention MFU: 6N only (no attention at all: a lower bound), and 'doc' = 6N plus the
+        convention's attention term restricted to the query/key pairs the model must compute:
+        12·L·d·S·f with f = mean Σlen²/S² for document-masked rows, f = 1 for HF (whole rows)."""
+        conf = qwen2_config_dict(args.size, VOCAB_REAL, r["seq_len"])
+        n = param_count(conf)
+        frac = stats["long" if r["seq_len"] == args.long_seq else "short"]["attention_fraction"]
+        attn_full = 12.0 * conf["num_hidden_layers"] * conf["hidden_size"] * r["seq_len"]
+        peak = 989e12
+        r["params"] = n
+        r["mfu_6n"] = r["tokens_per_s"] * 6.0 * n / peak
+        r["mfu_doc"] = r["tokens_per_s"] * (6.0 * n + attn_full * (frac if r.get("document_mask") else 1.0)) / peak
+
+    for r in results:
+        if "tokens_per_s" in r and env.get("device", "cpu") != "cpu":
+            add_mfu_variants(r)
     base = next((r for r in results if r.get("phase") == "hf" and "tokens_per_s" in r), None)
     for r in results:
         if base and "tokens_per_s" in r:
@@ -269,13 +336,18 @@ def main() -> None:
     name = "pretrain_throughput_smoke" if args.smoke else "pretrain_throughput"
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2))
     lines = [f"# Pretraining throughput ({args.size}, {env.get('device')})", "",
-             "| phase | seq | micro-batch | doc mask | tokens/s | MFU | peak mem GiB | vs HF |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| phase | seq | micro-batch | doc mask | tokens/s | MFU (6N+12LdS) | MFU (6N+doc attn) | MFU (6N) "
+             "| peak mem GiB | vs HF |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        if "tokens_per_s" not in r:
-            lines.append(f"| {r['phase']} | — | — | — | failed: {r.get('error', '')[-200:]!r} | | | |")
+        if r.get("phase") == "check":
+            lines.append(f"| check (flex vs dense mask, per-token loss) | {r.get('seq_len')} | 2 | True | "
+                         f"rel err {r.get('rel_err_flex_vs_dense', r.get('error', 'n/a'))} | | | | | |")
             continue
-        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "—"
+        if "tokens_per_s" not in r:
+            lines.append(f"| {r['phase']} | — | — | — | failed: {r.get('error', '')[-200:]!r} | | | | | |")
+            continue
+        mfu = " | ".join(f"{100 * r[k]:.1f}%" if r.get(k) else "—" for k in ("mfu", "mfu_doc", "mfu_6n"))
         mem = f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") else "—"
         sp = f"{r['speedup_vs_hf']:.2f}×" if r.get("speedup_vs_hf") else "—"
         lines.append(f"| {r['phase']} | {r['seq_len']} | {r['micro_batch']} | {r['document_mask']} | "
