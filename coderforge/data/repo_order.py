@@ -196,8 +196,11 @@ def _common_prefix_len(a: str, b: str) -> int:
 class Resolver:
     """Maps import references to files of one repository."""
 
-    def __init__(self, paths: Iterable[str], imports: dict[str, Imports]):
+    def __init__(self, paths: Iterable[str], imports: dict[str, Imports], package: str | None = None):
         self.paths = sorted(set(paths))
+        # The repository root is itself a Python package (``__init__.py`` at the top, e.g. a checkout
+        # of ``json/``): absolute imports of it start with its own name, which its paths do not hold.
+        self.root_package = package if package and "__init__.py" in self.paths else None
         self.path_set = set(self.paths)
         self.imports = imports
         # Python: module key (tuple of parts) -> files; every suffix of the key is indexed too
@@ -282,6 +285,18 @@ class Resolver:
 
     def _python(self, importer: str, level: int, module: str, names: tuple) -> set[str]:
         mod = tuple(module.split(".")) if module else ()
+        if not level and mod and mod[0] == self.root_package and mod[0] not in {k[0] for k in self.py_exact}:
+            rest = mod[1:]  # ``from json import scanner`` inside json/: the root-relative key
+            out = set()
+            for n in names or ("",):
+                for key in (rest + (n,) if n else None, rest):
+                    if key is not None and key in self.py_exact:
+                        out.add(self.py_exact[key])
+                        break
+                    if key == ():
+                        out.add("__init__.py")
+                        break
+            return out
         if level:
             parts = importer.split("/")[:-1]
             if level - 1 > len(parts):
@@ -522,14 +537,21 @@ class RepoOrder:
                 if pos[b] > pos[a] and comp[a] != comp[b]]
 
 
-def order_files(files: dict[str, str | bytes]) -> RepoOrder:
-    """The training order of one repository's files (``path → content``; paths relative, '/')."""
+def order_files(files: dict[str, str | bytes], name: str | None = None) -> RepoOrder:
+    """The training order of one repository's files (``path → content``; paths relative, '/').
+
+    ``name``: the repository's name (its last path component is used), so that when the root is itself
+    a Python package, absolute imports spelled with that name (``from json import scanner`` inside
+    ``json/``) resolve to its files."""
     paths = sorted(files)
     imports: dict[str, Imports] = {}
     for p in paths:
         if language_of(p) is not None:
             imports[p] = extract_imports(p, files[p])
-    resolver = Resolver(paths, imports)
+    package = name.rstrip("/").rsplit("/", 1)[-1] if name else None
+    if package and package.endswith(".zip"):
+        package = package[:-4]
+    resolver = Resolver(paths, imports, package)
     code = [p for p in paths if p in imports]
     deps = {p: {d for d in resolver.resolve(p) if d in imports} for p in code}  # code → code only
     comps = tarjan_scc(code, deps)

@@ -46,7 +46,7 @@ def order_repo(
     except FileNotFoundError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    order = order_files(files)
+    order = order_files(files, name=path.resolve().name)
     cycle_of = {p: k for k, members in enumerate(order.cycles) for p in members}
     out = sys.stdout
     for f in order.files:

@@ -353,7 +353,7 @@ def repo_level_samples(cfg, docs: Iterable, tok: Tokenizer | TextEncoder) -> Ite
                 rdocs[d.path] = d
         if not rdocs:
             continue
-        order = order_files({p: d.content for p, d in rdocs.items()}).paths
+        order = order_files({p: d.content for p, d in rdocs.items()}, name=repo).paths
         sizes = [len(x) for x in encode_texts(tok, [f"{p}\n{rdocs[p].content}" for p in order])]
         header = len(encode_texts(tok, [f"{repo}\n"])[0]) + 2  # + <|repo_name|>, <|endoftext|>
         cur, used, k = [], header, 0

@@ -95,6 +95,22 @@ def test_python_stdlib():
     assert order_files(files).paths == order.paths
 
 
+def test_package_as_repository_root():
+    """A checkout of one package (``json/`` alone): ``from json import scanner`` still resolves."""
+    files = read_repository(STDLIB / "json")
+    order = order_files(files, name="json")
+    _check_order(order)
+    assert "scanner.py" in order.deps["decoder.py"]
+    assert "__init__.py" in order.deps["tool.py"]  # import json
+    pos = {p: i for i, p in enumerate(order.paths)}
+    assert pos["scanner.py"] < pos["decoder.py"] < pos["__init__.py"] < pos["tool.py"]
+    # without the name the import stays unresolved; nothing else is guessed (os, re are not files here)
+    assert "scanner.py" not in order_files(files).deps["decoder.py"]
+    cli = subprocess.run([sys.executable, "-m", "coderforge.tokens.cli", str(STDLIB / "json")],
+                         capture_output=True, text=True, check=True)
+    assert cli.stdout.split() == order.paths
+
+
 def test_npm_javascript():
     files = read_repository(NPM)
     order = order_files(files)
