@@ -94,7 +94,7 @@ def phase_hf(args) -> dict:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     sh = TokenShards(args.data)
-    conf = qwen2_config_dict(args.size, VOCAB_REAL, sh.seq_len)
+    conf = qwen2_config_dict(args.size, int(sh.meta["vocab_size"]), sh.seq_len)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(**conf)).to(dev)
     model.config._attn_implementation = "sdpa"
@@ -151,7 +151,7 @@ def phase_ours(args) -> dict:
     window = max(1, args.steps // 3)
     total = 4 * window  # four equal windows: the first is warm-up (compilation), the last three are timed
     cfg = {
-        "data_dir": args.data, "model_config": qwen2_config_dict(args.size, VOCAB_REAL, sh.seq_len),
+        "data_dir": args.data, "model_config": qwen2_config_dict(args.size, int(sh.meta["vocab_size"]), sh.seq_len),
         "steps": total, "micro_batch_size": args.micro_batch, "grad_accum": 1, "lr": 3e-4, "warmup_steps": 0,
         "schedule": "constant", "log_every": window, "checkpoint_every": 0, "save_final": False,
         "dtype": "bfloat16" if on_gpu else "float32", "attention": "flex" if on_gpu else "sdpa",
@@ -203,7 +203,7 @@ def phase_check(args) -> dict:
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sh = TokenShards(args.data)
-    conf = qwen2_config_dict("debug-small", VOCAB_REAL, sh.seq_len)
+    conf = qwen2_config_dict("debug-small", int(sh.meta["vocab_size"]), sh.seq_len)
     out = {"phase": "check", "seq_len": sh.seq_len}
     losses = {}
     for att in ("sdpa", "flex") if dev.type == "cuda" else ("sdpa",):

@@ -309,9 +309,10 @@ class TrainSection(Section):
     checkpoint_every: int = Field(50, ge=1)
     strategy: Literal["ddp", "fsdp2", "deepspeed"] = Field(
         "ddp", description="data parallelism: DDP, FSDP2 (fully_shard per layer) or DeepSpeed ZeRO-2")
-    attention: Literal["auto", "sdpa", "flex"] = Field(
-        "auto", description="document-masked attention: flex (FlexAttention BlockMask, GPU) or sdpa (dense "
-                            "mask); auto = flex on GPU, sdpa on CPU")
+    attention: Literal["auto", "sdpa", "flex", "varlen"] = Field(
+        "auto", description="document-masked attention: flex (FlexAttention BlockMask, GPU), sdpa (dense "
+                            "mask) or varlen (per-document sdpa, no SxS mask); auto = flex on GPU, on CPU "
+                            "sdpa below 2048-token rows and varlen from there")
     activation_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile each decoder layer and the loss chunk")
     loss_chunk_tokens: int = Field(4096, ge=1, description="tokens per chunk of the chunked cross-entropy")

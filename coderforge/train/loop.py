@@ -285,8 +285,6 @@ def train_loop(config: dict, reporter=None) -> dict:
     if reporter is None:
         reporter = RayReporter() if in_ray else LocalReporter(cfg["checkpoint_dir"], rank, world)
     attention = cfg["attention"]
-    if attention == "auto":
-        attention = "flex" if device.type == "cuda" else "sdpa"
     bf16 = cfg["dtype"] == "bfloat16"
 
     torch.manual_seed(cfg["seed"])
@@ -294,6 +292,10 @@ def train_loop(config: dict, reporter=None) -> dict:
     random.seed(cfg["seed"])
     shards = TokenShards(cfg["data_dir"])
     seq = shards.seq_len
+    if attention == "auto":
+        from coderforge.train.model import VARLEN_FROM
+
+        attention = "flex" if device.type == "cuda" else ("varlen" if seq >= VARLEN_FROM else "sdpa")
     if attention == "flex" and seq % 128:
         attention = "sdpa"
     mb, accum, steps = int(cfg["micro_batch_size"]), int(cfg["grad_accum"]), int(cfg["steps"])
@@ -404,6 +406,8 @@ def train_loop(config: dict, reporter=None) -> dict:
             sd = {k[len("core."):]: v for k, v in full["model"].items()}
         else:
             return
+        if model_cfg.get("tie_word_embeddings"):
+            sd.pop("lm_head.weight", None)  # tied to the embedding (copies after a full-state gather)
         if rank == 0:
             from transformers import Qwen2Config, Qwen2ForCausalLM
 

@@ -8,6 +8,8 @@ model as ``attention_mask={"full_attention": mask}`` (a dict skips transformers'
 
 * ``dense_doc_mask`` – a boolean ``[B, 1, S, S]`` block-diagonal causal mask for transformers'
   ``sdpa`` attention (CPU, short rows, tests);
+* ``varlen.segments_from_docs`` – per-document causal sdpa segment by segment (``attention: varlen``;
+  CPU rows longer than ``VARLEN_FROM`` by default): no ``S×S`` mask, ``Σ len²`` work;
 * ``doc_block_mask`` – a FlexAttention ``BlockMask`` built directly from the document ids at
   128×128-block granularity (no ``S×S`` tensor is ever made): blocks wholly inside one document
   below the diagonal are "full" (no mask evaluation), blocks that straddle a boundary or lie on the
@@ -41,6 +43,7 @@ DEBUG_SHAPES = {
 LONG_CONTEXT_ROPE_THETA = 1_000_000.0
 YARN_FACTOR = 4.0
 FLEX_BLOCK = 128
+VARLEN_FROM = 2048  # attention "auto" on CPU: dense sdpa mask below this row length, varlen from it
 ATTN_FLEX = "cf_flex"
 
 
@@ -81,7 +84,10 @@ def build_model(config: dict | None = None, init_from: str | None = None, overri
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     register_attention()
-    impl = ATTN_FLEX if attention == "flex" else "sdpa"
+    from coderforge.train import varlen
+
+    varlen.register()
+    impl = {"flex": ATTN_FLEX, "varlen": varlen.ATTN_VARLEN}.get(attention, "sdpa")
     if init_from:
         model = Qwen2ForCausalLM.from_pretrained(init_from, attn_implementation="sdpa",
                                                  dtype=dtype or torch.float32)
@@ -191,6 +197,10 @@ def register_attention() -> None:
 
 def attention_mask_for(docs, attention: str):
     """The ``attention_mask`` argument for a batch of document ids under the chosen attention."""
+    if attention == "varlen":
+        from coderforge.train.varlen import segments_from_docs
+
+        return {"full_attention": segments_from_docs(docs)}
     mask = doc_block_mask(docs) if attention == "flex" else dense_doc_mask(docs)
     return {"full_attention": mask}
 

@@ -142,11 +142,19 @@ ENCODED_PATTERNS = {
 }
 
 
+# A necessary condition for a "hex" match (its units without the word-boundary checks), which starts with a
+# character class, so ``re`` scans for it fast; the exact pattern, which starts with ``\b``, is entered at
+# every position. Texts without this weaker match cannot hold a hex run: the exact scan is skipped.
+_HEX_NECESSARY = re.compile(r"[0-9a-fA-F]{2}(?:,|\b\s*)(?:(?:0x|\\x)?[0-9a-fA-F]{2}(?:,|\b\s*)){7}")
+
+
 def encoded_spans(text: str) -> tuple[int, int, str]:
     """(longest match, total matched chars, kind of the longest) over the StarCoder2 encoded-data regexes."""
     longest, total, kind = 0, 0, ""
     for name, pattern in ENCODED_PATTERNS.items():
         if name == "unicode" and "\\u" not in text:  # every match starts with a backslash-u: skip the scan
+            continue
+        if name == "hex" and not _HEX_NECESSARY.search(text):
             continue
         for m in pattern.finditer(text):
             n = m.end() - m.start()
