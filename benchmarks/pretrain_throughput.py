@@ -45,8 +45,11 @@ sys.path.insert(0, str(ROOT))
 VOCAB_REAL = 151_643  # tokens the Qwen tokenizer produces (the embedding is padded to 151,936)
 
 
-def write_rows(out_dir: str, rows: int, seq_len: int, seed: int, vocab: int) -> dict:
-    """Synthetic packed rows (real ``TokenShardWriter`` format); returns document-length stats."""
+def write_rows(out_dir: str, rows: int, seq_len: int, seed: int, vocab: int, doc_median: float = 700.0) -> dict:
+    """Synthetic packed rows (real ``TokenShardWriter`` format); returns document-length stats.
+
+    Document lengths are log-normal (median ``doc_median`` tokens, sigma 1.1): 700 resembles source
+    files; repo-level samples (whole repositories) are far longer, e.g. ``--long-doc-median 16384``."""
     from coderforge.tokens.shards import TokenShardWriter
 
     rng = np.random.default_rng(seed)
@@ -55,7 +58,7 @@ def write_rows(out_dir: str, rows: int, seq_len: int, seed: int, vocab: int) -> 
     pending = 0
     while len(row_toks) < rows:
         if pending == 0:
-            pending = int(np.clip(rng.lognormal(mean=np.log(700), sigma=1.1), 16, 4 * seq_len))
+            pending = int(np.clip(rng.lognormal(mean=np.log(doc_median), sigma=1.1), 16, 4 * seq_len))
             lens_all.append(pending)
         used = sum(row_lens)
         take = min(pending, seq_len - used)
@@ -256,6 +259,8 @@ def main() -> None:
                     help="engine parallelism (one GPU: ddp = no wrapper; fsdp2 = fully_shard, bf16 params)")
     ap.add_argument("--long-ac", action="store_true", help="activation checkpointing at the long length")
     ap.add_argument("--only", default="check,hf,ours,ours_long")
+    ap.add_argument("--long-doc-median", type=float, default=700.0,
+                    help="median document length of the long rows (700: file-like; ~16384: repo-level samples)")
     ap.add_argument("--smoke", action="store_true", help="debug model on CPU (checks the script, no numbers)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
@@ -285,7 +290,7 @@ def main() -> None:
     n_short = (args.warmup + args.steps + 2) * args.micro_batch + 4
     n_long = (args.warmup + args.steps + 2) * args.long_micro_batch + 4
     stats = {"short": write_rows(short, n_short, args.seq, 1, VOCAB_REAL),
-             "long": write_rows(long_, n_long, args.long_seq, 2, VOCAB_REAL)}
+             "long": write_rows(long_, n_long, args.long_seq, 2, VOCAB_REAL, args.long_doc_median)}
     stats["short"]["attention_fraction"] = attention_fraction(short)
     stats["long"]["attention_fraction"] = attention_fraction(long_)
     common = (["--profile"] if args.profile else []) + [

@@ -51,3 +51,11 @@ def test_benchmark_phases_run_on_cpu(tmp_path, bench):
     # same shape, same rows, same init seed: both start near ln(vocab) and take comparable steps
     assert abs(hf["final_loss"] - math.log(512)) < 1.0
     assert abs(ours["final_loss"] - hf["final_loss"]) < 0.5
+
+
+def test_repo_like_rows_have_long_documents(tmp_path, bench):
+    """--long-doc-median: repo-level rows (long documents) leave far more attention to compute than file-like rows."""
+    files = bench.write_rows(str(tmp_path / "f"), rows=32, seq_len=2048, seed=2, vocab=512, doc_median=256)
+    repos = bench.write_rows(str(tmp_path / "r"), rows=32, seq_len=2048, seed=2, vocab=512, doc_median=4096)
+    assert repos["doc_len_median"] > 4 * files["doc_len_median"]
+    assert bench.attention_fraction(str(tmp_path / "r")) > 2 * bench.attention_fraction(str(tmp_path / "f"))

@@ -15,12 +15,12 @@ def test_warmup_is_linear_for_every_schedule():
     for name in ("cosine", "wsd", "wcl", "constant"):
         c = curve(T, PEAK, W, name, 0.1)
         assert c[0] == pytest.approx(PEAK / W) and c[W - 1] == pytest.approx(PEAK)
-        assert all(b > a for a, b in zip(c[:W - 1], c[1:W]))
+        assert all(b > a for a, b in zip(c[:W - 1], c[1:W], strict=False))
 
 
 def test_cosine_reaches_the_floor_monotonically():
     c = curve(T, PEAK, W, "cosine", 0.1)
-    assert all(b <= a + 1e-15 for a, b in zip(c[W:], c[W + 1:]))
+    assert all(b <= a + 1e-15 for a, b in zip(c[W:], c[W + 1:], strict=False))
     assert c[-1] == pytest.approx(0.1 * PEAK)
     mid = W + (T - 1 - W) // 2
     assert c[mid] == pytest.approx(0.1 * PEAK + 0.9 * PEAK * 0.5 * (1 + math.cos(math.pi * (mid - W) / (T - 1 - W))))
@@ -31,10 +31,10 @@ def test_wsd_stable_then_exponential_decay_over_last_tenth():
     stable = c[W:int(W + 0.9 * (T - 1 - W))]
     assert all(v == PEAK for v in stable)  # the stable phase is exactly the peak
     decay = c[int(W + 0.9 * (T - 1 - W)) + 1:]
-    assert all(b < a for a, b in zip(decay, decay[1:]))
+    assert all(b < a for a, b in zip(decay, decay[1:], strict=False))
     assert c[-1] == pytest.approx(0.1 * PEAK)
     # exponential: equal steps divide the LR by the same factor (MiniCPM's 0.5^(t/T_half))
-    ratios = [b / a for a, b in zip(decay, decay[1:])]
+    ratios = [b / a for a, b in zip(decay, decay[1:], strict=False)]
     assert max(ratios) - min(ratios) < 1e-9
 
 
@@ -46,9 +46,9 @@ def test_wcl_matches_abacus_table_2_1():
     assert math.acos(2 * 0.62 - 1) / math.pi == pytest.approx(0.4229, abs=1e-4)
     assert c[-1] == pytest.approx(1e-4)
     cos_part = c[W:int(boundary)]
-    assert all(b < a for a, b in zip(cos_part, cos_part[1:]))
+    assert all(b < a for a, b in zip(cos_part, cos_part[1:], strict=False))
     lin = c[int(boundary) + 1:]
-    diffs = [b - a for a, b in zip(lin, lin[1:])]
+    diffs = [b - a for a, b in zip(lin, lin[1:], strict=False)]
     assert max(diffs) - min(diffs) < 1e-12 and diffs[0] < 0  # linear
     # the cosine phase decays slower than a full cosine to the floor over the same steps
     full = curve(T, PEAK, W, "cosine", 0.1)
