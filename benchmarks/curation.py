@@ -16,7 +16,7 @@ Measured, each side in ONE process (= one core; this machine is 2 shared cores):
   datatrove's four MinHash stages (signatures, buckets, clusters, filter; JSONL in/out), same 5-grams,
   same 250 hash functions as 25 bands x 10 rows.
 
-datatrove runs in its own venv (``benchmarks/.venv-datatrove``, ``pip install "datatrove[processing]==0.10.1"
+datatrove runs in its own venv (``benchmarks/.venv-datatrove``, ``pip install "datatrove[processing]==0.10.1" orjson
 spacy``) through ``benchmarks/datatrove_curation.py``, with its English (spaCy) word tokenizer as shipped
 and again with a ``\\w+`` regex tokenizer (closest to ours). Results: benchmarks/results/curation.{json,md}.
 """
