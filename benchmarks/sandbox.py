@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-ISOLATION = "net+pid+mount+ipc+uts namespaces, throw-away uid, scratch tmpfs, rlimits, empty env"
+ISOLATION = "net+pid+mount+ipc+uts namespaces, throw-away uid, scratch tmpfs, rlimits, empty env, seccomp filter"
 sys.path.insert(0, str(ROOT.parent))
 
 

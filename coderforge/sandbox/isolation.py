@@ -5,7 +5,8 @@ creates new mount, network, PID, IPC and UTS namespaces (and a user namespace wh
 root), becomes PID 1 of the new PID namespace, mounts a fresh ``/proc`` and a size-capped tmpfs
 scratch on ``/tmp``, covers the other world-writable directories and private host paths, then runs
 the program as a throw-away uid (when we are root) with ``no_new_privs``, no groups, an empty
-environment and rlimits. When PID 1 exits the kernel kills everything left in the namespace, so
+environment, rlimits and a seccomp filter (new namespaces, ptrace, keyrings, eBPF, perf, io_uring,
+userfaultfd, the mount API and exotic socket families refused; see ``_init.seccomp_filter``). When PID 1 exits the kernel kills everything left in the namespace, so
 daemons cannot outlive the run.
 
 If the namespaces cannot be created here, ``probe()`` says why and the sandbox refuses to run
@@ -47,6 +48,19 @@ def init_python() -> str:
 
     py = system_python()
     return py if py and os.access(py, os.X_OK) else sys.executable
+
+
+def seccomp_summary() -> str:
+    """What the seccomp filter of :mod:`coderforge.sandbox._init` does on this machine, in words."""
+    import platform
+
+    from coderforge.sandbox import _init
+
+    if _init.seccomp_filter() is None:
+        return f"none: no syscall table for {platform.machine()} (namespaces, uid and rlimits still apply)"
+    return (f"{platform.machine()}: {len(_init._X86_64_EPERM)} syscalls denied (EPERM), "
+            f"{len(_init._X86_64_ENOSYS)} reported absent (ENOSYS: io_uring, clone3), namespace flags of clone "
+            "denied, socket families other than unix/inet/inet6 refused, other ABIs killed")
 
 
 def private_host_paths() -> list[str]:
