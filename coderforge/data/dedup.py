@@ -136,14 +136,19 @@ def decide(keys: list[DocKey], hashes: list[str], sigs: np.ndarray | None, d: De
         clusters: dict[int, list[int]] = {}
         for local in range(len(survivors)):
             clusters.setdefault(uf.find(local), []).append(survivors[local])
-        for members in clusters.values():
-            if len(members) < 2:
-                continue
-            kept = min(members, key=lambda i: sort_key(keys[i]))
-            for i in members:
-                if i != kept:
-                    drops[keys[i].id] = f"near_duplicate_of:{keys[kept].id}"
+        drop_near_duplicates(clusters.values(), keys, sort_key, drops)
     return drops
+
+
+def drop_near_duplicates(clusters, keys: list[DocKey], sort_key, drops: dict[str, str]) -> None:
+    """Keep one document per cluster (the first by ``sort_key``); every other member names it."""
+    for members in clusters:
+        if len(members) < 2:
+            continue
+        kept = min(members, key=lambda i: sort_key(keys[i]))
+        for i in members:
+            if i != kept:
+                drops[keys[i].id] = f"near_duplicate_of:{keys[kept].id}"
 
 
 def write_shard_survivors(cfg: RecipeConfig, in_uri: str, out_uri: str, part: str, drops_uri: str) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 
 from coderforge.config import RecipeConfig
 from coderforge.data import minhash
-from coderforge.data.dedup import DocKey, _UnionFind, fingerprint_shard, keep_sort_key
+from coderforge.data.dedup import DocKey, _UnionFind, drop_near_duplicates, fingerprint_shard, keep_sort_key
 from coderforge.executor import _ray_init
 
 log = logging.getLogger("coderforge.dedup")
@@ -171,13 +171,7 @@ def decide_on_ray(cfg: RecipeConfig, shards: list[str], rows: list[int]) -> tupl
     for i in np.unique(pairs).tolist():
         if not exact_dropped[i]:
             clusters.setdefault(uf.find(i), []).append(i)
-    for members in clusters.values():
-        if len(members) < 2:
-            continue
-        kept = min(members, key=lambda i: sort_key(keys[i]))
-        for i in members:
-            if i != kept:
-                drops[keys[i].id] = f"near_duplicate_of:{keys[kept].id}"
+    drop_near_duplicates(clusters.values(), keys, sort_key, drops)
     log.info("dedup on ray: %d shards, %d partitions, %d candidate / %d verified pairs", len(shards), parts,
              info["candidate_pairs"], info["verified_pairs"])
     return drops, info, ids

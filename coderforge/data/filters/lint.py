@@ -49,18 +49,30 @@ def _run(args: list[str], timeout: float, cwd: str) -> subprocess.CompletedProce
     return proc
 
 
-class RuffUndefinedNameFilter(BatchFilter):
-    name = "undefined_name"
+class _RuffBatches(BatchFilter):
+    """Ruff over Python documents, ``batch_files`` per invocation; subclasses say which rules and how
+    one batch's findings become verdicts (``_one``)."""
+
     languages = frozenset({"python"})
 
-    def __init__(self, s: RuffSection):
-        self.rules, self.timeout, self.batch = s.drop_rules, s.timeout_s, s.batch_files
+    def __init__(self, rules: list[str], s: RuffSection):
+        self.rules, self.timeout, self.batch = rules, s.timeout_s, s.batch_files
 
     def keep_batch(self, docs: Sequence[Document]) -> list[BatchVerdict]:
         out: list[BatchVerdict] = []
         for start in range(0, len(docs), self.batch):
             out += self._one(docs[start:start + self.batch])
         return out
+
+    def _one(self, docs: Sequence[Document]) -> list[BatchVerdict]:
+        raise NotImplementedError
+
+
+class RuffUndefinedNameFilter(_RuffBatches):
+    name = "undefined_name"
+
+    def __init__(self, s: RuffSection):
+        super().__init__(s.drop_rules, s)
 
     def _one(self, docs: Sequence[Document]) -> list[BatchVerdict]:
         with tempfile.TemporaryDirectory(prefix="cf-ruff-") as tmp:
@@ -80,18 +92,11 @@ class RuffUndefinedNameFilter(BatchFilter):
         return out
 
 
-class RuffAutoFix(BatchFilter):
+class RuffAutoFix(_RuffBatches):
     name = "ruff_fix"
-    languages = frozenset({"python"})
 
     def __init__(self, s: RuffSection):
-        self.rules, self.timeout, self.batch = s.fix_rules, s.timeout_s, s.batch_files
-
-    def keep_batch(self, docs: Sequence[Document]) -> list[BatchVerdict]:
-        out: list[BatchVerdict] = []
-        for start in range(0, len(docs), self.batch):
-            out += self._one(docs[start:start + self.batch])
-        return out
+        super().__init__(s.fix_rules, s)
 
     def _one(self, docs: Sequence[Document]) -> list[BatchVerdict]:
         with tempfile.TemporaryDirectory(prefix="cf-ruff-") as tmp:
