@@ -32,7 +32,7 @@ LOCK_DIR = Path("/tmp/coderforge-sandbox-uids")
 INIT = str(Path(__file__).with_name("_init.py"))
 SIMULATE_ENV = "CODERFORGE_SANDBOX_SIMULATE_NO_NAMESPACES"
 
-DEFAULT_HIDE = ("/root", "/home", "/run/secrets", "/var/run/secrets", "/mnt", "/media", "/srv")
+DEFAULT_HIDE = ("/root", "/home", "/run/secrets", "/var/run/secrets", "/mnt", "/media", "/srv", "/sys")
 WORLD_WRITABLE = ("/var/tmp", "/run/lock", "/dev/shm", "/dev/mqueue")
 
 
