@@ -117,3 +117,83 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert by_name["pretrain_repo"].data.metrics["final_loss"] == pytest.approx(summary["train"]["final_loss"])
     loss_history = client.get_metric_history(by_name["pretrain"].info.run_id, "loss")
     assert len(loss_history) >= 2
+
+
+@pytest.mark.slow
+def test_recipe_with_quality_and_mixture_steps(tmp_path):
+    """The optional steps through the whole DAG on kfp.local: the grounding classifiers judge the prose
+    documents (and only those), the mixture samples curated code + licences (text) + sympy (math) to
+    70/20/10, and the packed rows the model trains on are the mixture's."""
+    import sympy
+
+    from coderforge import records
+
+    def docs(paths, root, source, lang):
+        return [records.Document(records.document_id(source, "", p.relative_to(root).as_posix()), source,
+                                 p.relative_to(root).as_posix(), lang, p.read_text("utf-8", "replace"), source)
+                for p in paths]
+
+    lic = Path("/usr/share/common-licenses")
+    records.write_documents(str(tmp_path / "text"), docs(sorted(p for p in lic.iterdir() if p.is_file()), lic,
+                                                         "licenses", "text"))
+    sym = Path(sympy.__file__).parent
+    records.write_documents(str(tmp_path / "math"), docs(sorted((sym / "ntheory").glob("*.py")), sym, "sympy",
+                                                         "python"))
+    prose = tmp_path / "prose" / "notes"  # one repository of prose: code documentation and unrelated text
+    prose.mkdir(parents=True)
+    (prose / "usage.md").write_text("# Using the parser\n\nCall `parse(text)` to get an AST; the function "
+                                    "raises `SyntaxError` on invalid input. Use `ast.dump(tree)` to inspect "
+                                    "nodes, and `compile(tree, filename, 'exec')` to run it.\n")
+    (prose / "legal.md").write_text((lic / "GPL-3").read_text()[:6000])  # prose, but not about code
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text((REPO / "configs" / "tiny.yaml").read_text().replace(
+        "      repos: [json, email, http, urllib, logging, concurrent, importlib, xml, sqlite3, wsgiref, zoneinfo, "
+        "tomllib]",
+        "      repos: [json, email, http, urllib, logging, concurrent, importlib, xml, sqlite3, wsgiref, zoneinfo, "
+        f"tomllib]\n    - uri: {tmp_path / 'prose'}\n      kind: dir\n      name: prose") + f"""
+quality:
+  enabled: true
+  seed_max_per_source: 300
+mixture:
+  enabled: true
+  sources:
+    - {{path: {tmp_path / 'text'}, category: text, name: licenses}}
+    - {{path: {tmp_path / 'math'}, category: math, name: sympy-ntheory}}
+""")
+    workdir = tmp_path / "run"
+    _run_cli(["run", str(recipe), "--workdir", str(workdir), "--set", "train.steps=10", "--set", "repo.enabled=false",
+              "--set", "eval.humaneval_problems=1"], cwd=REPO, timeout=1200)
+    summary = json.loads((workdir / "summary.json").read_text())
+    steps = summary["steps"]
+    assert list(steps)[:6] == ["ingest", "filter", "dedup", "decontam", "quality", "tokenizer"]
+    assert {"mixture", "pack", "pretrain", "evaluate"} <= set(steps) and "pretrain_repo" not in steps
+    for name in ("ingest", "filter", "dedup", "decontam", "quality", "mixture", "pack"):
+        row = steps[name]
+        assert row["in"] == row["kept"] + row["dropped"] + row["quarantined"] > 0, (name, row)
+    assert steps["quality"]["in"] == steps["decontam"]["kept"]
+    assert steps["mixture"]["in"] > steps["quality"]["kept"]  # + the text and math sources
+    assert steps["pack"]["in"] == steps["mixture"]["kept"]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(summary["mlflow"]["tracking_uri"])
+    parent = client.get_run(summary["mlflow"]["run_id"])
+    children = {c.info.run_name: c for c in client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    mix, qual = children["mixture"].data.metrics, children["quality"].data.metrics
+    assert mix["ratio.code"] == pytest.approx(0.7, abs=0.03) and mix["ratio.text"] == pytest.approx(0.2, abs=0.03)
+    assert mix["ratio.math"] == pytest.approx(0.1, abs=0.03)
+    assert qual["quality.fine.chain_precision"] > 0.8 and qual["quality.fine.chain_recall"] > 0.8
+    ledger = {r["path"]: r for r in records_ledger(workdir, "quality-filter")}
+    assert ledger["usage.md"]["status"] == "kept"
+    assert ledger["legal.md"]["status"] == "dropped" and ledger["legal.md"]["reason"].startswith(
+        "quality_rejected")
+
+
+def records_ledger(workdir: Path, task: str) -> list[dict]:
+    """The ledger rows of one KFP task of the (single) pipeline run under ``workdir``."""
+    from coderforge.ledger import read_ledger
+
+    summary = json.loads((workdir / "summary.json").read_text())
+    (out,) = Path(summary["outputs"]).glob(f"{task}/*/ledger.parquet")
+    return read_ledger(str(out.parent))
