@@ -114,6 +114,29 @@ def run_name(cfg: RecipeConfig, stage: str, loop_cfg: dict) -> str:
     return f"{cfg.run.name}-{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
+def ray_storage(storage: str):
+    """(storage_path, storage_filesystem) for Ray Train. ``s3://bucket/prefix`` goes through a pyarrow
+    S3 filesystem built from the same environment as :mod:`coderforge.storage` (endpoint from
+    ``S3_ENDPOINT_URL`` & co., so MinIO works; credentials from ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY``): Ray's own default would ignore a custom endpoint. Local paths pass as they are."""
+    from coderforge import storage as st
+
+    if not st.is_s3(storage):
+        return storage, None
+    from urllib.parse import urlparse
+
+    import pyarrow.fs
+
+    st.ensure_bucket(storage)
+    endpoint = st._s3_endpoint()
+    parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+    access = os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("MINIO_ACCESS_KEY")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or os.environ.get("MINIO_SECRET_KEY")
+    fs = pyarrow.fs.S3FileSystem(access_key=access, secret_key=secret, endpoint_override=parsed.netloc,
+                                 scheme=parsed.scheme or "http", region=os.environ.get("AWS_REGION") or "us-east-1")
+    return storage[len("s3://"):].rstrip("/"), fs
+
+
 def fit(cfg: RecipeConfig, config: dict, name: str, storage: str, num_workers: int, use_gpu: bool,
         max_failures: int, keep: int):
     """Run ``ray_train_fn`` under ``TorchTrainer``; returns the Ray ``Result``."""
@@ -121,12 +144,14 @@ def fit(cfg: RecipeConfig, config: dict, name: str, storage: str, num_workers: i
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    path, filesystem = ray_storage(storage)
     started = _start_ray(cfg)
     try:
         trainer = TorchTrainer(
             ray_train_fn, train_loop_config=config,
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-            run_config=RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=max_failures),
+            run_config=RunConfig(name=name, storage_path=path, storage_filesystem=filesystem,
+                                 failure_config=FailureConfig(max_failures=max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=keep)),
         )
         return trainer.fit()
