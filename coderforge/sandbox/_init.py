@@ -282,8 +282,20 @@ def run_steps(cfg):
     return status
 
 
+def join_cgroups(cfg):
+    """Move this process (and so everything it forks) into the run's cgroups, before anything else."""
+    for path in cfg.get("cgroup_procs") or []:
+        with open(path, "w") as fh:
+            fh.write(str(os.getpid()))
+
+
 def run_job(cfg):
     """Run one job to the end in this process (never returns)."""
+    try:
+        join_cgroups(cfg)
+    except OSError as exc:
+        report({"phase": "setup", "error": f"cannot join the run's cgroup: {exc}"})
+        os._exit(119)
     if not cfg["isolate"]:  # explicitly allowed unisolated run: limits, session, empty env, scratch cwd only
         os.chdir(cfg["stage"])
         report(run_steps(cfg))

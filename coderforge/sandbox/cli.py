@@ -44,12 +44,13 @@ def run_cmd(
 def check_cmd() -> None:
     """Say whether this node can isolate programs, and which languages have toolchains; JSON."""
     from coderforge.sandbox import available_languages, probe, run_program
-    from coderforge.sandbox.isolation import is_root, private_host_paths, seccomp_summary
+    from coderforge.sandbox.isolation import cgroup_support, is_root, private_host_paths, seccomp_summary
 
     ok, reason = probe()
     report = {"isolated": ok, "reason": reason, "mode": "root: throw-away uid per run" if is_root()
               else "rootless: user namespace", "languages": available_languages(),
-              "hidden_paths": private_host_paths(), "seccomp": seccomp_summary()}
+              "hidden_paths": private_host_paths(), "seccomp": seccomp_summary(),
+              "cgroups": cgroup_support()}
     if ok:
         v = run_program("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\n")
         report["network_blocked"] = v.verdict == "failed"

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from coderforge.sandbox import isolation
 from coderforge.sandbox.isolation import Limits
 from coderforge.sandbox.languages import get_language
-from coderforge.sandbox.verdict import REFUSED, Verdict, classify
+from coderforge.sandbox.verdict import CRASHED, FAILED, OOM, REFUSED, Verdict, classify
 
 MAX_OUTPUT = 64 * 1024
 TAIL = 4 * 1024
@@ -83,6 +83,13 @@ def _limits(lang, timeout_s: float, memory_mb: int, fsize_mb: int, nofile: int, 
     comp = Limits(cpu=60, as_=max(2048, memory_mb + lang.as_extra_mb) << 20, nproc=max(256, run.nproc),
                   fsize=max(64, fsize_mb) << 20, nofile=max(256, nofile))
     return run, comp
+
+
+def _cgroup_mb(lang, memory_mb: int, scratch_mb: int) -> int:
+    """Resident-memory bound of a job's cgroup: the program's memory, its scratch files (tmpfs pages count
+    against the cgroup that wrote them) and the init's own ~20 MB; compilers get at least 1 GB."""
+    base = memory_mb + scratch_mb + 64
+    return max(base, 1024 + scratch_mb) if lang.compiles else base
 
 
 def _pump(proc: subprocess.Popen | None, deadline: float, streams: list[tuple[int, _Capture]]) -> bool:
@@ -241,7 +248,7 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
                        detail=f"no {language.name} toolchain on this machine")
     run_lim, comp_lim = _limits(language, timeout_s, memory_mb, fsize_mb, nofile, nproc)
     stage = tempfile.mkdtemp(prefix="coderforge-sbx-")
-    lease = None
+    lease = cgroup = None
     try:
         os.chmod(stage, 0o755)
         Path(stage, language.source).write_text(code)
@@ -262,6 +269,12 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
         cfg = isolation.init_config(stage, steps, uid=uid, scratch_mb=scratch_mb,
                                     hide=hide_paths if hide_paths is not None else isolation.private_host_paths(),
                                     isolate=isolated, status_fd=-1)
+        if isolation.use_cgroups():
+            cgroup_mb = _cgroup_mb(language, memory_mb, scratch_mb)
+            cgroup = isolation.Cgroup.create(cgroup_mb << 20, max(run_lim.nproc, comp_lim.nproc if
+                                                                   language.compiles else 0) + 16)
+            if cgroup is not None:
+                cfg["cgroup_procs"] = cgroup.procs_files
         wall = timeout_s + (compile_timeout_s if language.compiles else 0.0) + 1.0
         run = _execute_zygote if isolation.use_zygote() else _execute_popen
         timed_out, out, err, status_text, init_exit = run(cfg, stdin, wall, max_output)
@@ -286,6 +299,13 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
         verdict, detail = classify(None if timed_out else exit_code, None if timed_out else signum, stderr,
                                    stdout=stdout[-4000:], timed_out=timed_out, marker_ok=marker_ok,
                                    compile_failed=st.get("phase") == "compile" and not timed_out)
+        if cgroup is not None:
+            meta["peak_memory_bytes"] = cgroup.peak_bytes()
+            kills = cgroup.oom_kills()
+            meta["oom_kills"] = kills
+            if kills and verdict in (CRASHED, FAILED):
+                verdict, detail = OOM, (f"the kernel's OOM killer ended {kills} process(es) at the run's memory "
+                                        f"cgroup limit ({cgroup_mb} MB resident); " + detail).rstrip("; ")
         if not isolated:
             detail = ("UNISOLATED run (no namespaces: network, filesystem and daemons not contained); "
                       + detail).rstrip("; ")
@@ -293,6 +313,8 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
                        detail, lang=language.name, isolated=isolated, truncated=out.truncated or err.truncated,
                        meta=meta)
     finally:
+        if cgroup is not None:
+            cgroup.release()
         if lease is not None:
             lease.release()
         shutil.rmtree(stage, ignore_errors=True)

@@ -6,7 +6,9 @@ root), becomes PID 1 of the new PID namespace, mounts a fresh ``/proc`` and a si
 scratch on ``/tmp``, covers the other world-writable directories and private host paths, then runs
 the program as a throw-away uid (when we are root) with ``no_new_privs``, no groups, an empty
 environment, rlimits and a seccomp filter (new namespaces, ptrace, keyrings, eBPF, perf, io_uring,
-userfaultfd, the mount API and exotic socket families refused; see ``_init.seccomp_filter``). When PID 1 exits the kernel kills everything left in the namespace, so
+userfaultfd, the mount API and exotic socket families refused; see ``_init.seccomp_filter``). Where
+the node lets us create one, each run also gets its own memory (+ pids) cgroup bounding the resident
+memory of the whole job (:class:`Cgroup`); rlimits bound each process's address space either way. When PID 1 exits the kernel kills everything left in the namespace, so
 daemons cannot outlive the run.
 
 If the namespaces cannot be created here, ``probe()`` says why and the sandbox refuses to run
@@ -128,6 +130,150 @@ def kill_uid(uid: int) -> int:
     return killed
 
 
+# ---- per-run cgroups: resident memory (and process count) of the whole job ------------------------------
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_cgroup_cache: dict[str, object] = {}
+_cgroup_seq = iter(range(1 << 62))
+
+
+def _own_cgroups(root: Path, proc_self_cgroup: str) -> dict[str, Path]:
+    """This process's cgroup directories: ``{"v2": dir}`` on a unified hierarchy, else the v1
+    ``memory``/``pids`` hierarchies that are mounted under ``root``."""
+    lines = [ln.split(":", 2) for ln in proc_self_cgroup.splitlines() if ln.count(":") >= 2]
+    if (root / "cgroup.controllers").exists():
+        for _, ctrls, path in lines:
+            if ctrls == "":
+                return {"v2": root / path.lstrip("/")}
+        return {}
+    out = {}
+    for _, ctrls, path in lines:
+        for c in ctrls.split(","):
+            if c in ("memory", "pids") and (root / c).is_dir():
+                out[c] = root / c / path.lstrip("/")
+    return out
+
+
+class Cgroup:
+    """A cgroup made for one run under this process's own cgroup: ``memory`` bounds the resident
+    memory of the whole job (every process, and the scratch files it writes, since tmpfs pages are
+    charged to their writer), ``pids`` its process count. cgroup v2 needs the parent to delegate the
+    controllers (``memory`` in its ``cgroup.subtree_control``); v1 needs writable hierarchies (root)."""
+
+    def __init__(self, version: str, dirs: dict[str, Path]):
+        self.version, self.dirs = version, dirs
+
+    @classmethod
+    def create(cls, memory_bytes: int, pids: int, root: Path | None = None,
+               proc_self_cgroup: str | None = None) -> Cgroup | None:
+        root = root or CGROUP_ROOT
+        if proc_self_cgroup is None:
+            try:
+                proc_self_cgroup = Path("/proc/self/cgroup").read_text()
+            except OSError:
+                return None
+        own = _own_cgroups(root, proc_self_cgroup)
+        name = f"coderforge-sbx-{os.getpid()}-{next(_cgroup_seq)}"
+        made: dict[str, Path] = {}
+        try:
+            if "v2" in own:
+                parent = own["v2"]
+                ctrls = (parent / "cgroup.subtree_control").read_text().split()
+                if "memory" not in ctrls:
+                    return None
+                d = parent / name
+                d.mkdir()
+                made["v2"] = d
+                (d / "memory.max").write_text(str(memory_bytes))
+                if (d / "memory.swap.max").exists():
+                    (d / "memory.swap.max").write_text("0")
+                if "pids" in ctrls:
+                    (d / "pids.max").write_text(str(pids))
+                return cls("v2", made)
+            if "memory" not in own:
+                return None
+            d = own["memory"] / name
+            d.mkdir()
+            made["memory"] = d
+            (d / "memory.limit_in_bytes").write_text(str(memory_bytes))
+            try:  # no swapping around the limit (only where swap accounting is on)
+                (d / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+            except OSError:
+                pass
+            if "pids" in own:
+                dp = own["pids"] / name
+                dp.mkdir()
+                made["pids"] = dp
+                (dp / "pids.max").write_text(str(pids))
+            return cls("v1", made)
+        except OSError:
+            cls("v1", made).release()
+            return None
+
+    @property
+    def procs_files(self) -> list[str]:
+        """``cgroup.procs`` of every hierarchy: the job's first process writes its pid to each."""
+        return [str(d / "cgroup.procs") for d in self.dirs.values()]
+
+    def _mem_dir(self) -> Path:
+        return self.dirs.get("v2") or self.dirs["memory"]
+
+    def oom_kills(self) -> int:
+        """Processes the kernel's OOM killer ended in this cgroup."""
+        name = "memory.events" if self.version == "v2" else "memory.oom_control"
+        try:
+            for line in (self._mem_dir() / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def peak_bytes(self) -> int | None:
+        name = "memory.peak" if self.version == "v2" else "memory.max_usage_in_bytes"
+        try:
+            return int((self._mem_dir() / name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def release(self) -> None:
+        """Kill whatever is left in the cgroup and remove it."""
+        import signal
+        import time
+
+        for d in self.dirs.values():
+            for _ in range(50):
+                try:
+                    pids = [int(x) for x in (d / "cgroup.procs").read_text().split()]
+                except OSError:
+                    pids = []
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def cgroup_support() -> str:
+    """Whether runs get a memory cgroup on this node, in words (probed once by creating one)."""
+    if "support" not in _cgroup_cache:
+        cg = Cgroup.create(64 << 20, 64)
+        if cg is None:
+            _cgroup_cache["support"] = ("none: no writable cgroup with a memory controller here (resident "
+                                        "memory is bounded by the address-space rlimit only)")
+        else:
+            _cgroup_cache["support"] = f"{cg.version}: per-run memory{' and pids' if len(cg.dirs) > 1 or cg.version == 'v2' else ''} cgroup"
+            cg.release()
+    return str(_cgroup_cache["support"])
+
+
 def init_config(stage: str, steps: list[dict], *, uid: int | None, scratch_mb: int, hide: list[str],
                 isolate: bool, status_fd: int) -> dict:
     env = {"PATH": SYSTEM_PATH, "HOME": "/tmp" if isolate else stage, "TMPDIR": "/tmp" if isolate else stage,
@@ -192,6 +338,11 @@ class Zygote:
                 z.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 z.proc.kill()
+
+
+def use_cgroups() -> bool:
+    """Per-run cgroups where the node allows them (``CODERFORGE_SANDBOX_CGROUPS=0`` turns them off)."""
+    return os.environ.get("CODERFORGE_SANDBOX_CGROUPS", "1") != "0"
 
 
 def use_zygote() -> bool:

@@ -427,3 +427,59 @@ def test_seccomp_program_shape():
     raw = _init.seccomp_filter("x86_64")
     assert raw is not None and len(raw) % 8 == 0 and 40 < len(raw) // 8 < 200
     assert _init.seccomp_filter("riscv64") is None  # no table: no filter, and `sandbox check` says so
+
+
+_MANY_CHILDREN = """
+import os, time
+kids = []
+for k in range(4):
+    pid = os.fork()
+    if pid == 0:
+        b = bytearray(150 << 20)
+        for i in range(0, len(b), 4096):
+            b[i] = 1
+        time.sleep(2)
+        os._exit(0)
+    kids.append(pid)
+codes = [os.waitpid(p, 0)[1] for p in kids]
+print(codes)
+assert all(c == 0 for c in codes), "a child died"
+"""
+
+
+@pytest.mark.skipif(isolation.cgroup_support().startswith("none"), reason="no writable memory cgroup here")
+def test_memory_cgroup_bounds_the_whole_job(monkeypatch):
+    """Four children of 150 MB each: every one is under the 200 MB address-space rlimit, 600 MB together.
+    Without the cgroup the run passes (rlimits are per process); with it the OOM killer stops the job at
+    its resident bound and the verdict says so. Nothing of the cgroup is left behind."""
+    v = run_program(_MANY_CHILDREN, memory_mb=200, timeout_s=20)
+    assert v.verdict == "oom" and "OOM killer" in v.detail, v
+    assert v.meta["oom_kills"] >= 1 and v.meta["peak_memory_bytes"] <= (200 + 64 + 64) << 20
+    leftovers = [p for p in Path("/sys/fs/cgroup").rglob(f"coderforge-sbx-{os.getpid()}-*") if p.is_dir()]
+    assert leftovers == []
+    monkeypatch.setenv("CODERFORGE_SANDBOX_CGROUPS", "0")
+    v = run_program(_MANY_CHILDREN, memory_mb=200, timeout_s=20)
+    assert v.verdict == "passed", v  # the gap the cgroup closes
+    monkeypatch.setenv("CODERFORGE_SANDBOX_ZYGOTE", "0")  # the fresh-init path joins the cgroup too
+    monkeypatch.delenv("CODERFORGE_SANDBOX_CGROUPS")
+    v = run_program(_MANY_CHILDREN, memory_mb=200, timeout_s=20)
+    assert v.verdict == "oom", v
+
+
+def test_cgroup_v2_files_on_a_delegated_tree(tmp_path):
+    """The cgroup v2 protocol (this machine has v1), on a directory laid out like a delegated subtree."""
+    own = tmp_path / "user.slice" / "job"
+    own.mkdir(parents=True)
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "cgroup.subtree_control").write_text("memory pids\n")
+    cg = isolation.Cgroup.create(300 << 20, 80, root=tmp_path, proc_self_cgroup="0::/user.slice/job\n")
+    assert cg is not None and cg.version == "v2"
+    d = cg.dirs["v2"]
+    assert d.parent == own and (d / "memory.max").read_text() == str(300 << 20)
+    assert (d / "pids.max").read_text() == "80"
+    assert cg.procs_files == [str(d / "cgroup.procs")]
+    (d / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n")
+    (d / "memory.peak").write_text("314572800\n")
+    assert cg.oom_kills() == 2 and cg.peak_bytes() == 314572800
+    (own / "cgroup.subtree_control").write_text("pids\n")  # memory not delegated: no cgroup, rlimits only
+    assert isolation.Cgroup.create(300 << 20, 80, root=tmp_path, proc_self_cgroup="0::/user.slice/job\n") is None
