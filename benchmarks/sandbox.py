@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-ISOLATION = "net+pid+mount+ipc+uts namespaces, throw-away uid, scratch tmpfs, rlimits, empty env, seccomp filter"
+ISOLATION = ("net+pid+mount+ipc+uts namespaces, throw-away uid, scratch tmpfs, rlimits, empty env, seccomp filter, "
+             "per-run memory cgroup where available")
 sys.path.insert(0, str(ROOT.parent))
 
 
@@ -66,7 +67,7 @@ def main() -> None:
 
     from coderforge.evals.execution import humaneval_problems
     from coderforge.sandbox import default_workers, probe
-    from coderforge.sandbox.isolation import is_root
+    from coderforge.sandbox.isolation import cgroup_support, is_root, seccomp_summary
 
     isolated, reason = probe()
     if not isolated:
@@ -95,6 +96,7 @@ def main() -> None:
         "machine": {"cpus_available": default_workers(), "platform": platform.platform(),
                     "python": platform.python_version(), "root": is_root(),
                     "loadavg_at_end": os.getloadavg()},
+        "cgroups": cgroup_support(), "seccomp": seccomp_summary(),
         "workers": workers, "rounds": args.rounds, "timeout_s": args.timeout,
         "coderforge_sandbox": {"seconds": ours, "median_s": med_ours, "passed": passed["coderforge"],
                                "per_program_ms": 1000 * med_ours * workers / len(problems),
@@ -113,7 +115,8 @@ def main() -> None:
         "",
         f"{result['date']}, {workers} workers, {args.rounds} alternating rounds, "
         f"{result['machine']['cpus_available']} CPUs (shared machine; load at end "
-        f"{', '.join(f'{x:.1f}' for x in result['machine']['loadavg_at_end'])}).",
+        f"{', '.join(f'{x:.1f}' for x in result['machine']['loadavg_at_end'])}). "
+        f"Memory cgroups: {result['cgroups']}.",
         "",
         "| harness | isolation | median wall (s) | all rounds (s) | passed |",
         "|---|---|---:|---|---:|",

@@ -271,8 +271,8 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
                                     isolate=isolated, status_fd=-1)
         if isolation.use_cgroups():
             cgroup_mb = _cgroup_mb(language, memory_mb, scratch_mb)
-            cgroup = isolation.Cgroup.create(cgroup_mb << 20, max(run_lim.nproc, comp_lim.nproc if
-                                                                   language.compiles else 0) + 16)
+            cgroup = isolation.CgroupPool.acquire(cgroup_mb << 20, max(run_lim.nproc, comp_lim.nproc if
+                                                                        language.compiles else 0) + 16)
             if cgroup is not None:
                 cfg["cgroup_procs"] = cgroup.procs_files
         wall = timeout_s + (compile_timeout_s if language.compiles else 0.0) + 1.0
@@ -314,9 +314,9 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
                        meta=meta)
     finally:
         if cgroup is not None:
-            cgroup.release()
+            isolation.CgroupPool.give_back(cgroup)
         if lease is not None:
-            lease.release()
+            lease.release(sweep=cgroup is None or not isolated)
         shutil.rmtree(stage, ignore_errors=True)
 
 

@@ -455,8 +455,13 @@ def test_memory_cgroup_bounds_the_whole_job(monkeypatch):
     v = run_program(_MANY_CHILDREN, memory_mb=200, timeout_s=20)
     assert v.verdict == "oom" and "OOM killer" in v.detail, v
     assert v.meta["oom_kills"] >= 1 and v.meta["peak_memory_bytes"] <= (200 + 64 + 64) << 20
-    leftovers = [p for p in Path("/sys/fs/cgroup").rglob(f"coderforge-sbx-{os.getpid()}-*") if p.is_dir()]
-    assert leftovers == []
+    again = run_program("print('fine')", memory_mb=200)  # the pooled cgroup, reused: counters start afresh
+    assert again.verdict == "passed" and again.meta["oom_kills"] == 0, again
+    mine = f"coderforge-sbx-{os.getpid()}-*"
+    pooled = [p for p in Path("/sys/fs/cgroup").rglob(mine) if p.is_dir()]
+    assert pooled and all((p / "cgroup.procs").read_text().split() == [] for p in pooled)  # idle, emptied
+    isolation.CgroupPool.drain()  # what atexit does
+    assert [p for p in Path("/sys/fs/cgroup").rglob(mine) if p.is_dir()] == []
     monkeypatch.setenv("CODERFORGE_SANDBOX_CGROUPS", "0")
     v = run_program(_MANY_CHILDREN, memory_mb=200, timeout_s=20)
     assert v.verdict == "passed", v  # the gap the cgroup closes
