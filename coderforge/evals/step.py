@@ -40,6 +40,13 @@ def _execution_bench(name: str, problems, backend, cfg: RecipeConfig, out: Path,
                                 workers=cfg.sandbox.workers, allow_unisolated=cfg.sandbox.allow_unisolated,
                                 scratch_mb=cfg.sandbox.scratch_mb, max_output=cfg.sandbox.max_output_bytes)
     t_exec = time.time() - t0 - t_gen
+    refused = [r for res in results for r in res if r["verdict"] == "refused"]
+    if refused:  # a score over programs that never ran would read as a model result: stop here, say why
+        raise RuntimeError(
+            f"evaluate/{name}: the sandbox refused {len(refused)} of {sum(len(r) for r in results)} programs: "
+            f"{refused[0]['detail']} — run evaluation where `coderforge sandbox check` reports isolated: true "
+            "(docs/kubernetes.md, 'The sandbox on cluster nodes'), or set sandbox.allow_unisolated: true "
+            "on a node dedicated to it")
     summary = summarize(results, ks=tuple(ev.pass_k))
     rows = [r for res in results for r in res]
     path = out / f"{name}_results.jsonl"

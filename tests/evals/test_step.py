@@ -59,3 +59,24 @@ def test_evaluate_reads_model_and_writes_output_on_s3(tiny_model_dir, tiny_data_
     assert storage.exists(f"{s3_env}/eval/summary.md")
     assert storage.exists(f"{s3_env}/eval/humaneval_results.jsonl")
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_evaluate_fails_loudly_when_the_sandbox_cannot_isolate(tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch):
+    """No namespaces on this node (simulated): the step stops with the reason instead of reporting pass@1 = 0
+    over programs that never ran; with the explicit opt-in it runs them, marked unisolated."""
+    import pytest
+
+    from coderforge.sandbox import isolation
+
+    monkeypatch.setenv(isolation.SIMULATE_ENV, "1")
+    isolation.reset_probe()
+    try:
+        with pytest.raises(RuntimeError, match="sandbox refused 1 of 1 programs.*namespace setup failed"):
+            run_evaluate(_cfg("  humaneval_problems: 1\n  suite: [humaneval]\n"), str(tiny_model_dir),
+                         str(tiny_data_dir), str(tmp_path / "o"), NullRun())
+        res = run_evaluate(_cfg("  humaneval_problems: 1\n  suite: [humaneval]\nsandbox:\n  allow_unisolated: true\n"),
+                           str(tiny_model_dir), str(tiny_data_dir), str(tmp_path / "o2"), NullRun())
+        assert "humaneval_pass_at_1" in res.metrics and "humaneval_verdict_refused" not in res.metrics
+    finally:
+        monkeypatch.delenv(isolation.SIMULATE_ENV)
+        isolation.reset_probe()
