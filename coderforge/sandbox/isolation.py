@@ -312,10 +312,13 @@ class CgroupPool:
     _lock = threading.Lock()
     _idle: list[Cgroup] = []
     _registered = False
+    _owner = os.getpid()
 
     @classmethod
     def acquire(cls, memory_bytes: int, pids: int) -> Cgroup | None:
         with cls._lock:
+            if cls._owner != os.getpid():  # a forked child: the parent's idle cgroups stay the parent's
+                cls._idle, cls._owner, cls._registered = [], os.getpid(), False
             if not cls._registered:
                 import atexit
 
@@ -341,7 +344,10 @@ class CgroupPool:
     def give_back(cls, cg: Cgroup) -> None:
         cg.kill_all()
         with cls._lock:
-            cls._idle.append(cg)
+            if cls._owner == os.getpid():
+                cls._idle.append(cg)
+                return
+        cg.release()
 
     @classmethod
     def drain(cls) -> None:

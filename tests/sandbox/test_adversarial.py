@@ -488,3 +488,26 @@ def test_cgroup_v2_files_on_a_delegated_tree(tmp_path):
     assert cg.oom_kills() == 2 and cg.peak_bytes() == 314572800
     (own / "cgroup.subtree_control").write_text("pids\n")  # memory not delegated: no cgroup, rlimits only
     assert isolation.Cgroup.create(300 << 20, 80, root=tmp_path, proc_self_cgroup="0::/user.slice/job\n") is None
+
+
+@pytest.mark.skipif(isolation.cgroup_support().startswith("none"), reason="no writable memory cgroup here")
+def test_forked_host_does_not_share_the_parents_pooled_cgroups():
+    assert run_program("print(1)").verdict == "passed"  # leaves an idle cgroup in this process's pool
+    parent_idle = {str(cg.dirs) for cg in isolation.CgroupPool._idle}
+    assert parent_idle
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked host (multiprocessing, Ray worker start-up ...) running a program of its own
+        try:
+            v = run_program("print(2)")
+            used = {str(cg.dirs) for cg in isolation.CgroupPool._idle}
+            os.write(w, json.dumps([v.verdict, sorted(used & parent_idle)]).encode())
+        finally:
+            isolation.CgroupPool.drain()
+            os._exit(0)
+    os.close(w)
+    verdict, shared = json.loads(os.read(r, 4096))
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert verdict == "passed" and shared == []
+    assert {str(cg.dirs) for cg in isolation.CgroupPool._idle} == parent_idle  # the parent's pool untouched
