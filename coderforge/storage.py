@@ -88,13 +88,18 @@ def _client(endpoint: str, access: str | None, secret: str | None, region: str |
     )
 
 
-def s3_client():
-    """A MinIO client built from the environment (cached per endpoint and credentials)."""
+def s3_settings() -> tuple[str, str, str, str | None]:
+    """(endpoint URL, access key, secret key, region) from the environment, for any S3 client we build."""
     access = os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("MINIO_ACCESS_KEY")
     secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or os.environ.get("MINIO_SECRET_KEY")
     if not access or not secret:
         raise StorageError("s3:// URI used but AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are not set")
-    return _client(_s3_endpoint(), access, secret, os.environ.get("AWS_REGION"))
+    return _s3_endpoint(), access, secret, os.environ.get("AWS_REGION")
+
+
+def s3_client():
+    """A MinIO client built from the environment (cached per endpoint and credentials)."""
+    return _client(*s3_settings())
 
 
 def ensure_bucket(uri: str) -> None:

@@ -234,6 +234,9 @@ class Resolver:
                 dparts = parts[:-1]
                 for i in range(len(dparts)):  # every suffix of the directory: import paths end with it
                     self.go_dirs["/".join(dparts[i:])].append(p)
+        self.py_top = {k[0] for k in self.py_exact}
+        if self.root_package:
+            self.py_exact[()] = "__init__.py"  # the root package itself: ``import json`` inside json/
 
     @staticmethod
     def _closest(importer: str, candidates: list[str]) -> str | None:
@@ -285,30 +288,13 @@ class Resolver:
 
     def _python(self, importer: str, level: int, module: str, names: tuple) -> set[str]:
         mod = tuple(module.split(".")) if module else ()
-        if not level and mod and mod[0] == self.root_package and mod[0] not in {k[0] for k in self.py_exact}:
-            rest = mod[1:]  # ``from json import scanner`` inside json/: the root-relative key
-            out = set()
-            for n in names or ("",):
-                for key in (rest + (n,) if n else None, rest):
-                    if key is not None and key in self.py_exact:
-                        out.add(self.py_exact[key])
-                        break
-                    if key == ():
-                        out.add("__init__.py")
-                        break
-            return out
+        if not level and mod and mod[0] == self.root_package and mod[0] not in self.py_top:
+            return self._py_in_package((), mod[1:], names)  # ``from json import scanner`` inside json/
         if level:
             parts = importer.split("/")[:-1]
             if level - 1 > len(parts):
                 return set()
-            base = tuple(parts[:len(parts) - (level - 1)])
-            out = set()
-            for n in names or ("",):
-                for key in ((base + mod + (n,)) if n else None, base + mod):
-                    if key and key in self.py_exact:
-                        out.add(self.py_exact[key])
-                        break
-            return out
+            return self._py_in_package(tuple(parts[:len(parts) - (level - 1)]), mod, names)
         out = set()
         for n in names or ("",):
             full = mod + (n,) if n else mod
@@ -316,6 +302,17 @@ class Resolver:
                 hit = self._py_lookup(importer, full[:k])
                 if hit:
                     out.add(hit)
+                    break
+        return out
+
+    def _py_in_package(self, base: tuple, mod: tuple, names: tuple) -> set[str]:
+        """Files for ``from <base.mod> import names`` resolved exactly inside the repository (a name is a
+        submodule when such a file exists, else it is defined in the package or module itself)."""
+        out = set()
+        for n in names or ("",):
+            for key in ((base + mod + (n,)) if n else None, base + mod):
+                if key is not None and key in self.py_exact:
+                    out.add(self.py_exact[key])
                     break
         return out
 

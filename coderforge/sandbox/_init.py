@@ -9,8 +9,9 @@
    empty read-only ones;
 3. for each step (compile, run) PID 1 forks a child that drops to the run's uid (no groups,
    ``no_new_privs``), applies the rlimits, installs the seccomp filter (:func:`seccomp_filter`),
-   closes every inherited descriptor but 0-2 and ``execve``s the step with an empty environment; PID 1 reaps everything and reports how the step ended on
-   fd 3 as JSON, then exits — and the kernel kills whatever is left in the namespace.
+   closes every inherited descriptor but 0-2 and ``execve``s the step with an empty environment;
+   PID 1 reaps everything and reports how the step ended on fd 3 as JSON, then exits — and the
+   kernel kills whatever is left in the namespace.
 """
 
 import ctypes
@@ -158,13 +159,12 @@ def setup_fs(cfg):
             if uid is not None:
                 os.chown(os.path.join(dest, f), uid, uid)
     for d in cfg["world_writable"]:
-        if not os.path.isdir(d):
-            continue
-        if d == "/dev/shm":  # POSIX semaphores and shared memory (multiprocessing): the run's own, capped
+        if os.path.isdir(d):
+            mount("none", d, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,mode=0755")
+    for d in cfg["run_owned"]:  # e.g. /dev/shm for POSIX semaphores (multiprocessing): the run's own, capped
+        if os.path.isdir(d):
             mount("none", d, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                   f"size={min(cfg['scratch_mb'], 64)}m,mode=0700{owner}")
-        else:
-            mount("none", d, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,mode=0755")
     for d in cfg["hide"]:
         if os.path.isdir(d):
             mount("none", d, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")

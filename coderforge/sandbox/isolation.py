@@ -35,7 +35,8 @@ INIT = str(Path(__file__).with_name("_init.py"))
 SIMULATE_ENV = "CODERFORGE_SANDBOX_SIMULATE_NO_NAMESPACES"
 
 DEFAULT_HIDE = ("/root", "/home", "/run/secrets", "/var/run/secrets", "/mnt", "/media", "/srv", "/sys")
-WORLD_WRITABLE = ("/var/tmp", "/run/lock", "/dev/shm", "/dev/mqueue")
+WORLD_WRITABLE = ("/var/tmp", "/run/lock", "/dev/mqueue")  # covered by tiny tmpfs the run cannot write
+RUN_OWNED = ("/dev/shm",)  # a fresh capped tmpfs owned by the run's uid
 
 
 def is_root() -> bool:
@@ -397,6 +398,7 @@ def init_config(stage: str, steps: list[dict], *, uid: int | None, scratch_mb: i
            "LANG": "C.UTF-8"}
     return {
         "stage": stage, "uid": uid, "scratch_mb": scratch_mb, "hide": hide, "world_writable": list(WORLD_WRITABLE),
+        "run_owned": list(RUN_OWNED),
         "isolate": isolate, "userns": isolate and not is_root(), "status_fd": status_fd,
         "simulate_unshare_failure": bool(os.environ.get(SIMULATE_ENV)),
         "steps": [{**s, "env": env} for s in steps],

@@ -128,12 +128,10 @@ def ray_storage(storage: str):
     import pyarrow.fs
 
     st.ensure_bucket(storage)
-    endpoint = st._s3_endpoint()
+    endpoint, access, secret, region = st.s3_settings()
     parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
-    access = os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("MINIO_ACCESS_KEY")
-    secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or os.environ.get("MINIO_SECRET_KEY")
     fs = pyarrow.fs.S3FileSystem(access_key=access, secret_key=secret, endpoint_override=parsed.netloc,
-                                 scheme=parsed.scheme or "http", region=os.environ.get("AWS_REGION") or "us-east-1")
+                                 scheme=parsed.scheme or "http", region=region or "us-east-1")
     return storage[len("s3://"):].rstrip("/"), fs
 
 

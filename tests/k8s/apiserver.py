@@ -13,8 +13,10 @@ import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
+
+from .httpstandin import HttpStandIn
 
 RAYJOB = re.compile(r"^/apis/ray\.io/v1/namespaces/([^/]+)/rayjobs(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
@@ -40,7 +42,7 @@ class Stored:
     log_lines: list[str] = field(default_factory=list)
 
 
-class ApiServerStandIn:
+class ApiServerStandIn(HttpStandIn):
     def __init__(self, default_script: list[dict] | None = None, delete_lag: int = 1):
         self.scripts: dict[str, list[dict]] = {}
         self.logs: dict[str, list[list[str]]] = {}
@@ -51,21 +53,9 @@ class ApiServerStandIn:
         self.fail_gets = 0  # answer this many RayJob GETs with 500
         self.lock = threading.Lock()
         self.t0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serve()
 
     # -- control -------------------------------------------------------------------------------------
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def script(self, name: str, statuses: list[dict], logs: list[list[str]] | None = None):
         self.scripts[name] = statuses

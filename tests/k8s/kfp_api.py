@@ -5,31 +5,19 @@ create an experiment and to list and create runs; it records every request. The 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
+from .httpstandin import HttpStandIn
 
-class KfpApiStandIn:
+
+class KfpApiStandIn(HttpStandIn):
     def __init__(self):
         self.experiments: list[dict] = []
         self.runs: list[dict] = []
         self.requests: list[tuple[str, str, dict | None]] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._serve()
 
     def _handler(self):
         api = self

@@ -19,7 +19,6 @@ from tests.k8s.kfp_api import KfpApiStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs/tiny.yaml"
-pytestmark = pytest.mark.skipif(not TINY.exists(), reason="configs/tiny.yaml not written yet")
 
 
 @pytest.fixture(scope="module")

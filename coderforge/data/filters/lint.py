@@ -50,8 +50,8 @@ def _run(args: list[str], timeout: float, cwd: str) -> subprocess.CompletedProce
 
 
 class _RuffBatches(BatchFilter):
-    """Ruff over Python documents, ``batch_files`` per invocation; subclasses say which rules and how
-    one batch's findings become verdicts (``_one``)."""
+    """Ruff over Python documents, ``batch_files`` per invocation in a scratch directory. Subclasses give
+    the Ruff arguments for the batch (``ruff_args``) and read the outcome (``verdicts``)."""
 
     languages = frozenset({"python"})
 
@@ -61,11 +61,13 @@ class _RuffBatches(BatchFilter):
     def keep_batch(self, docs: Sequence[Document]) -> list[BatchVerdict]:
         out: list[BatchVerdict] = []
         for start in range(0, len(docs), self.batch):
-            out += self._one(docs[start:start + self.batch])
+            chunk = docs[start:start + self.batch]
+            with tempfile.TemporaryDirectory(prefix="cf-ruff-") as tmp:
+                paths = _write_batch(tmp, chunk)
+                names = [os.path.basename(p) for p in paths]
+                proc = _run([*self.ruff_args(), *names], self.timeout, tmp)
+                out += self.verdicts(chunk, paths, proc)
         return out
-
-    def _one(self, docs: Sequence[Document]) -> list[BatchVerdict]:
-        raise NotImplementedError
 
 
 class RuffUndefinedNameFilter(_RuffBatches):
@@ -74,16 +76,15 @@ class RuffUndefinedNameFilter(_RuffBatches):
     def __init__(self, s: RuffSection):
         super().__init__(s.drop_rules, s)
 
-    def _one(self, docs: Sequence[Document]) -> list[BatchVerdict]:
-        with tempfile.TemporaryDirectory(prefix="cf-ruff-") as tmp:
-            paths = _write_batch(tmp, docs)
-            proc = _run(["check", "--isolated", "--no-cache", "--select", ",".join(self.rules),
-                         "--output-format", "json", "--exit-zero", *[os.path.basename(p) for p in paths]],
-                        self.timeout, tmp)
-            findings: dict[str, list[str]] = {}
-            for item in json.loads(proc.stdout or "[]"):
-                if item.get("code") in self.rules:
-                    findings.setdefault(os.path.basename(item["filename"]), []).append(item.get("message", ""))
+    def ruff_args(self) -> list[str]:
+        return ["check", "--isolated", "--no-cache", "--select", ",".join(self.rules), "--output-format", "json",
+                "--exit-zero"]
+
+    def verdicts(self, docs, paths, proc) -> list[BatchVerdict]:
+        findings: dict[str, list[str]] = {}
+        for item in json.loads(proc.stdout or "[]"):
+            if item.get("code") in self.rules:
+                findings.setdefault(os.path.basename(item["filename"]), []).append(item.get("message", ""))
         out = []
         for path in paths:
             msgs = findings.get(os.path.basename(path))
@@ -98,21 +99,21 @@ class RuffAutoFix(_RuffBatches):
     def __init__(self, s: RuffSection):
         super().__init__(s.fix_rules, s)
 
-    def _one(self, docs: Sequence[Document]) -> list[BatchVerdict]:
-        with tempfile.TemporaryDirectory(prefix="cf-ruff-") as tmp:
-            paths = _write_batch(tmp, docs)
-            _run(["check", "--isolated", "--no-cache", "--preview", "--fix", "--exit-zero", "--quiet",
-                  "--select", ",".join(self.rules), *[os.path.basename(p) for p in paths]], self.timeout, tmp)
-            out = []
-            for doc, path in zip(docs, paths, strict=True):
-                with open(path, encoding="utf-8", errors="surrogatepass", newline="") as fh:
-                    fixed = fh.read()
-                if doc.content.endswith("\n") and not fixed.endswith("\n"):
-                    fixed += "\n"
-                if fixed != doc.content:
-                    out.append(BatchVerdict(True, doc.with_content(fixed), ",".join(self.rules)))
-                else:
-                    out.append(BatchVerdict(True))
+    def ruff_args(self) -> list[str]:
+        return ["check", "--isolated", "--no-cache", "--preview", "--fix", "--exit-zero", "--quiet", "--select",
+                ",".join(self.rules)]
+
+    def verdicts(self, docs, paths, proc) -> list[BatchVerdict]:
+        out = []
+        for doc, path in zip(docs, paths, strict=True):
+            with open(path, encoding="utf-8", errors="surrogatepass", newline="") as fh:
+                fixed = fh.read()
+            if doc.content.endswith("\n") and not fixed.endswith("\n"):
+                fixed += "\n"
+            if fixed != doc.content:
+                out.append(BatchVerdict(True, doc.with_content(fixed), ",".join(self.rules)))
+            else:
+                out.append(BatchVerdict(True))
         return out
 
 
