@@ -239,7 +239,8 @@ def markdown(r: dict) -> str:
         if not isinstance(e, dict) or "seconds" not in e:
             continue
         ratio = f"{e['ratio_ours_vs_this']:.2f}x" if "ratio_ours_vs_this" in e else "-"
-        lines.append(f"| {stage} | {name} | {e['seconds']:.1f} | {e['docs_per_s']:.0f} | {e['mb_per_s']:.2f} | {ratio} |")
+        lines.append(f"| {stage} | {name} | {e['seconds']:.1f} | {e['docs_per_s']:.0f} | {e['mb_per_s']:.2f} "
+                     f"| {ratio} |")
     if "dedup_ours" in r:
         d = r["dedup_ours"]
         lines += ["", f"Ours, dedup: {d['exact_dropped']} exact + {d['near_dropped']} near duplicates dropped; "

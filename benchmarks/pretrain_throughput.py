@@ -146,21 +146,24 @@ def phase_ours(args) -> dict:
     import torch
 
     from coderforge.tokens.shards import TokenShards
-    from coderforge.train.loop import LocalReporter, train_loop
+    from coderforge.train.checkpoint import LocalReporter
+    from coderforge.train.loop import train_loop
+    from coderforge.train.loop_config import LoopConfig
     from coderforge.train.model import qwen2_config_dict
+    from coderforge.train.task import PackedLM
 
     sh = TokenShards(args.data)
     on_gpu = torch.cuda.is_available()
     window = max(1, args.steps // 3)
     total = 4 * window  # four equal windows: the first is warm-up (compilation), the last three are timed
-    cfg = {
-        "data_dir": args.data, "model_config": qwen2_config_dict(args.size, int(sh.meta["vocab_size"]), sh.seq_len),
-        "steps": total, "micro_batch_size": args.micro_batch, "grad_accum": 1, "lr": 3e-4, "warmup_steps": 0,
-        "schedule": "constant", "log_every": window, "checkpoint_every": 0, "save_final": False,
-        "dtype": "bfloat16" if on_gpu else "float32", "attention": "flex" if on_gpu else "sdpa",
-        "compile": bool(args.compile and on_gpu), "activation_checkpointing": args.ac,
-        "loss_chunk_tokens": args.loss_chunk, "strategy": args.strategy, "seed": 0,
-    }
+    cfg = LoopConfig(  # every value spelled out: the loop has no defaults (the recipe's are the same)
+        data_dir=args.data, model_config=qwen2_config_dict(args.size, int(sh.meta["vocab_size"]), sh.seq_len),
+        init_from=None, config_overrides={}, seed=0, steps=total, micro_batch_size=args.micro_batch, grad_accum=1,
+        lr=3e-4, min_lr_ratio=0.1, warmup_steps=0, weight_decay=0.1, grad_clip=1.0, schedule="constant",
+        wsd_decay_fraction=0.1, wcl_linear_fraction=0.1, wcl_cosine_end=0.62, log_every=window, checkpoint_every=0,
+        strategy=args.strategy, dtype="bfloat16" if on_gpu else "float32", attention="flex" if on_gpu else "sdpa",
+        activation_checkpointing=args.ac, compile=bool(args.compile and on_gpu), loss_chunk_tokens=args.loss_chunk,
+        peak_flops=None, checkpoint_dir=None, save_final=False)
     rep = LocalReporter(None)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
@@ -168,7 +171,7 @@ def phase_ours(args) -> dict:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            out = train_loop(cfg, reporter=rep)
+            out = train_loop(cfg, PackedLM.from_config(cfg), reporter=rep)
         kernels: dict[str, float] = {}
         for ev in prof.key_averages():
             if ev.device_time_total > 0:
@@ -177,7 +180,7 @@ def phase_ours(args) -> dict:
         profile_top = [(k, round(v, 1), round(100 * v / total_ms, 1))
                        for k, v in sorted(kernels.items(), key=lambda kv: -kv[1])[:25]]
     else:
-        out = train_loop(cfg, reporter=rep)
+        out = train_loop(cfg, PackedLM.from_config(cfg), reporter=rep)
         profile_top = None
     hist = out["history"]
     timed = [h for h in hist if h["step"] > window]
@@ -190,8 +193,8 @@ def phase_ours(args) -> dict:
             "tokens_per_s": tps, "tokens_per_s_windows": [h["tokens_per_s"] for h in hist],
             "flops_per_token": ft, "mfu": tps * ft / peak if peak else None,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None,
-            "final_loss": hist[-1]["loss"], "document_mask": True, "compile": cfg["compile"],
-            "activation_checkpointing": args.ac, "attention": cfg["attention"], "strategy": args.strategy,
+            "final_loss": hist[-1]["loss"], "document_mask": True, "compile": cfg.compile,
+            "activation_checkpointing": args.ac, "attention": cfg.attention, "strategy": args.strategy,
             "loss_chunk_tokens": args.loss_chunk, "profile_top_kernels_ms_pct": profile_top}
 
 
@@ -200,9 +203,9 @@ def phase_check(args) -> dict:
     import torch
 
     from coderforge.tokens.shards import TokenShards
-    from coderforge.train.loop import make_batch
     from coderforge.train.loss import token_losses
     from coderforge.train.model import build_model, qwen2_config_dict
+    from coderforge.train.task import make_batch
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sh = TokenShards(args.data)
@@ -240,6 +243,36 @@ def run_phase(name: str, data: str, extra: list[str], log) -> dict:
     return {"phase": name, "error": (p.stderr or p.stdout)[-2000:], "wall_s": time.time() - t0}
 
 
+def environment() -> dict:
+    """torch/transformers versions and the device name (an ``error`` entry when they cannot be read)."""
+    env = {}
+    try:
+        import torch
+
+        env = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if torch.cuda.is_available()
+               else "cpu"}
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except Exception as e:  # pragma: no cover - reported, not fatal
+        env["error"] = repr(e)
+    return env
+
+
+def table_row(r: dict) -> str:
+    """One phase's row of the markdown results table."""
+    if r.get("phase") == "check":
+        return (f"| check (flex vs dense mask, per-token loss) | {r.get('seq_len')} | 2 | True | "
+                f"rel err {r.get('rel_err_flex_vs_dense', r.get('error', 'n/a'))} | | | | | |")
+    if "tokens_per_s" not in r:
+        return f"| {r['phase']} | — | — | — | failed: {r.get('error', '')[-200:]!r} | | | | | |"
+    mfu = " | ".join(f"{100 * r[k]:.1f}%" if r.get(k) else "—" for k in ("mfu", "mfu_doc", "mfu_6n"))
+    mem = f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") else "—"
+    sp = f"{r['speedup_vs_hf']:.2f}×" if r.get("speedup_vs_hf") else "—"
+    return (f"| {r['phase']} | {r['seq_len']} | {r['micro_batch']} | {r['document_mask']} | "
+            f"{r['tokens_per_s']:,.0f} | {mfu} | {mem} | {sp} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phase", choices=["hf", "ours", "check"])
@@ -274,17 +307,7 @@ def main() -> None:
         args.size, args.seq, args.long_seq, args.steps, args.warmup = "debug-tiny", 256, 512, 3, 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = {}
-    try:
-        import torch
-
-        env = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if torch.cuda.is_available()
-               else "cpu"}
-        import transformers
-
-        env["transformers"] = transformers.__version__
-    except Exception as e:  # pragma: no cover - reported, not fatal
-        env["error"] = repr(e)
+    env = environment()
     tmp = tempfile.mkdtemp(prefix="cf-bench-")
     short, long_ = os.path.join(tmp, "s8k"), os.path.join(tmp, "s32k")
     n_short = (args.warmup + args.steps + 2) * args.micro_batch + 4
@@ -344,19 +367,7 @@ def main() -> None:
              "| phase | seq | micro-batch | doc mask | tokens/s | MFU (6N+12LdS) | MFU (6N+doc attn) | MFU (6N) "
              "| peak mem GiB | vs HF |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        if r.get("phase") == "check":
-            lines.append(f"| check (flex vs dense mask, per-token loss) | {r.get('seq_len')} | 2 | True | "
-                         f"rel err {r.get('rel_err_flex_vs_dense', r.get('error', 'n/a'))} | | | | | |")
-            continue
-        if "tokens_per_s" not in r:
-            lines.append(f"| {r['phase']} | — | — | — | failed: {r.get('error', '')[-200:]!r} | | | | | |")
-            continue
-        mfu = " | ".join(f"{100 * r[k]:.1f}%" if r.get(k) else "—" for k in ("mfu", "mfu_doc", "mfu_6n"))
-        mem = f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") else "—"
-        sp = f"{r['speedup_vs_hf']:.2f}×" if r.get("speedup_vs_hf") else "—"
-        lines.append(f"| {r['phase']} | {r['seq_len']} | {r['micro_batch']} | {r['document_mask']} | "
-                     f"{r['tokens_per_s']:,.0f} | {mfu} | {mem} | {sp} |")
+    lines += [table_row(r) for r in results]
     lines += ["", f"FLOPs/token: {doc['flops_formula']}; peak {doc['peak_flops']}.",
               f"Rows: {json.dumps(stats)}"]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")

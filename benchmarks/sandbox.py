@@ -67,7 +67,9 @@ def main() -> None:
 
     from coderforge.evals.execution import humaneval_problems
     from coderforge.sandbox import default_workers, probe
-    from coderforge.sandbox.isolation import cgroup_support, is_root, seccomp_summary
+    from coderforge.sandbox.cgroups import cgroup_support
+    from coderforge.sandbox.host import is_root
+    from coderforge.sandbox.seccomp import seccomp_summary
 
     isolated, reason = probe()
     if not isolated:

@@ -29,19 +29,22 @@ def run(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML, e.g. configs/tiny.yaml")],
     workdir: Annotated[Path | None, typer.Option(help="work directory (default runs/<run.name>)")] = None,
     pipeline: Annotated[str, typer.Option(help="recipe (everything) or data (curation alone)")] = "recipe",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream every step's full output")] = False,
     set_: SetOpt = None,
 ):
     """Run a recipe on this machine (kfp.local, local Ray, SQLite MLflow, local artifacts)."""
-    from coderforge.runner import format_table, run_local
-    from pipelines.recipe import PIPELINE_NAMES
+    from coderforge.local_dag import run_local
+    from coderforge.steps.summary import render_table
+    from coderforge.steps.table import PIPELINES
 
-    if pipeline not in PIPELINE_NAMES:
-        typer.echo(f"error: --pipeline must be one of {', '.join(PIPELINE_NAMES)}", err=True)
+    if pipeline not in PIPELINES:
+        typer.echo(f"error: --pipeline must be one of {', '.join(PIPELINES)}", err=True)
         raise typer.Exit(2)
     cfg = _load(recipe, set_, workdir)
-    summary = run_local(cfg, pipeline)
+    summary = run_local(cfg, pipeline, verbose=verbose)
     typer.echo("")
-    typer.echo(format_table(summary))
+    typer.echo(render_table(summary))
+    typer.echo(f"\nlogs:     {Path(summary['workdir']) / 'logs'}")
     typer.echo(f"\noutputs:  {summary['outputs']}")
     typer.echo(f"summary:  {Path(summary['workdir']) / 'summary.json'}")
     if summary.get("model_path"):
@@ -73,25 +76,26 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: 
 
 @app.command()
 def step(
-    name: Annotated[str, typer.Argument(help="step name: ingest, filter, dedup, tokenizer, pack, pretrain, ...")],
+    name: Annotated[str, typer.Argument(help="a step of the step table: ingest, filter, dedup, pack, pretrain, ...")],
     recipe: Annotated[Path, typer.Option(help="recipe YAML")],
     out: Annotated[str, typer.Option(help="output directory or s3:// prefix")],
     in_: Annotated[list[str] | None, typer.Option("--in", help="input: arg=path-or-s3-uri (repeatable)")] = None,
     parent_run_id: Annotated[str, typer.Option(help="MLflow parent run id")] = "",
 ):
     """Run one recipe step outside a pipeline (what a KubeRay RayJob runs on a cluster)."""
-    from coderforge.runtime import execute_step_with_uris
-    from coderforge.steps import STEP_FUNCTIONS
+    from coderforge.steps.execute import execute_step_with_uris
+    from coderforge.steps.table import STEP_BY_NAME
 
-    if name not in STEP_FUNCTIONS:
-        typer.echo(f"error: unknown step {name!r}; steps: {', '.join(STEP_FUNCTIONS)}", err=True)
+    if name not in STEP_BY_NAME:
+        typer.echo(f"error: unknown step {name!r}; steps: {', '.join(STEP_BY_NAME)}", err=True)
         raise typer.Exit(2)
+    args = STEP_BY_NAME[name].input_args
     cfg = _load(recipe, None)
     inputs = {}
     for item in in_ or []:
         key, sep, value = item.partition("=")
-        if not sep or key not in STEP_FUNCTIONS[name][1]:
-            typer.echo(f"error: --in {item!r}: expected one of {STEP_FUNCTIONS[name][1]} as arg=uri", err=True)
+        if not sep or key not in args:
+            typer.echo(f"error: --in {item!r}: expected one of {args} as arg=uri", err=True)
             raise typer.Exit(2)
         inputs[key] = value
     result = execute_step_with_uris(name, cfg.to_json(), parent_run_id, out, inputs)

@@ -1,11 +1,12 @@
-"""The recipe as KFP DAGs: ``data`` (curation alone) and ``recipe`` (data → tokens → pretrain → eval).
+"""The recipe as KFP DAGs, wired from the step table (``coderforge.steps.table``).
 
-Every task gets the validated recipe YAML and the MLflow parent run id; typed artifacts (Dataset,
-Model, Markdown) flow between steps. ``compile_recipe`` writes the KFP IR YAML that users upload to
-the pipeline UI or submit with ``coderforge submit``; ``coderforge run`` executes the same DAG with
-``kfp.local``.
+``build_pipeline(name, cfg)`` adds one task per step the pipeline runs for ``cfg`` (optional steps
+by their switches), feeds each input from the step the table names for it, and closes the run with
+``finish_run``. Every task gets the validated recipe YAML and the MLflow parent run id; typed
+artifacts (Dataset, Model, Markdown) flow between steps. ``compile_recipe`` writes the KFP IR YAML
+that users upload to the pipeline UI or submit with ``coderforge submit``; ``coderforge run``
+executes the same DAG with ``kfp.local``.
 """
-
 
 from collections.abc import Callable
 from pathlib import Path
@@ -14,28 +15,11 @@ from kfp import compiler, dsl
 from kfp.dsl import Artifact
 
 from coderforge.config import RecipeConfig
-from components.data import decontaminate, dedup, filter_documents, ingest, quality_filter
-from components.evaluate import evaluate
+from coderforge.steps.table import PIPELINES, STEP_BY_NAME, steps_of, wiring
 from components.run_control import finish_run, start_run
-from components.tokens import mixture, pack, pack_repo, train_tokenizer
-from components.train import pretrain, pretrain_repo
+from components.steps import component
 
-PIPELINE_NAMES = ("recipe", "data")
-DATA_STEPS = ("ingest", "filter", "dedup", "decontam")
-OPTIONAL_DATA_STEPS = ("quality",)
-RECIPE_STEPS = DATA_STEPS + ("tokenizer", "pack", "pretrain", "pack_repo", "pretrain_repo", "evaluate")
-
-
-def steps_of(pipeline: str, cfg: RecipeConfig) -> tuple[str, ...]:
-    """The steps a pipeline runs for ``cfg`` (optional ones by their ``enabled`` switches)."""
-    steps = list(DATA_STEPS)
-    if cfg.quality.enabled:
-        steps.append("quality")
-    if pipeline == "recipe":
-        steps += ["tokenizer"] + (["mixture"] if cfg.mixture.enabled else []) + ["pack", "pretrain"]
-        steps += ["pack_repo", "pretrain_repo"] if cfg.repo.enabled else []
-        steps.append("evaluate")
-    return tuple(steps)
+PIPELINE_NAMES = tuple(PIPELINES)
 
 
 def _platform_hook(cfg: RecipeConfig | None) -> Callable:
@@ -47,89 +31,34 @@ def _platform_hook(cfg: RecipeConfig | None) -> Callable:
     return lambda task, step: apply_platform(task, step, cfg.k8s)
 
 
-def _data_tasks(recipe: str, rid, platform: Callable, cfg: RecipeConfig | None) -> dict:
-    t = {}
-    t["ingest"] = platform(ingest(recipe=recipe, parent_run_id=rid).set_display_name("ingest"), "ingest")
-    t["filter"] = platform(filter_documents(recipe=recipe, parent_run_id=rid,
-                                            documents=t["ingest"].outputs["documents"])
-                           .set_display_name("filter"), "filter")
-    t["dedup"] = platform(dedup(recipe=recipe, parent_run_id=rid, documents=t["filter"].outputs["kept"])
-                          .set_display_name("dedup"), "dedup")
-    t["decontam"] = platform(decontaminate(recipe=recipe, parent_run_id=rid, documents=t["dedup"].outputs["kept"])
-                             .set_display_name("decontam"), "decontam")
-    t["_docs"] = t["decontam"].outputs["kept"]
-    if cfg is not None and cfg.quality.enabled:
-        t["quality"] = platform(quality_filter(recipe=recipe, parent_run_id=rid, documents=t["_docs"])
-                                .set_display_name("quality"), "quality")
-        t["_docs"] = t["quality"].outputs["kept"]
-    return t
-
-
-def _finish(recipe: str, rid, tasks: dict, platform: Callable):
-    reports = {name: task.outputs["Output"] for name, task in tasks.items() if not name.startswith("_")}
-    fin = finish_run(recipe=recipe, parent_run_id=rid, **reports).set_display_name("finish-run")
-    fin.set_caching_options(False)
-    return platform(fin, "finish_run")
+def _step_tasks(pipeline: str, cfg: RecipeConfig | None, recipe: str, rid, platform: Callable) -> dict:
+    tasks: dict = {}
+    for name, sources in wiring(pipeline, cfg).items():
+        inputs = {arg: tasks[src].outputs[STEP_BY_NAME[src].output] for arg, src in sources.items()}
+        task = component(name)(recipe=recipe, parent_run_id=rid, **inputs).set_display_name(name)
+        tasks[name] = platform(task, name)
+    return tasks
 
 
 def build_pipeline(name: str = "recipe", cfg: RecipeConfig | None = None, for_cluster: bool = False):
-    """The pipeline function for ``name``. ``cfg`` decides optional stages (``repo.enabled``); with
-    ``for_cluster`` its ``k8s`` section adds Kubernetes settings to every task."""
+    """The pipeline function for ``name``. ``cfg`` decides optional steps; with ``for_cluster`` its
+    ``k8s`` section adds Kubernetes settings to every task."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; choose one of {PIPELINE_NAMES}")
     platform = _platform_hook(cfg if for_cluster else None)
-    repo_stage = cfg is None or cfg.repo.enabled
+    wiring(name, cfg)  # fail at build time, not inside the DSL, when the recipe leaves an input unfed
 
-    def start(recipe: str, mlflow_run_id: str):
-        task = start_run(recipe=recipe, pipeline=name, existing_run_id=mlflow_run_id).set_display_name("start-run")
-        task.set_caching_options(False)
-        return platform(task, "start_run").output
+    @dsl.pipeline(name=f"coderforge-{name}", description=f"CoderForge {name}: {PIPELINES[name]}.")
+    def pipeline(recipe: str, mlflow_run_id: str = "") -> Artifact:
+        start = start_run(recipe=recipe, pipeline=name, existing_run_id=mlflow_run_id).set_display_name("start_run")
+        start.set_caching_options(False)
+        rid = platform(start, "start_run").output
+        tasks = _step_tasks(name, cfg, recipe, rid, platform)
+        fin = finish_run(recipe=recipe, parent_run_id=rid, **{n: t.outputs["Output"] for n, t in tasks.items()})
+        fin.set_display_name("finish_run").set_caching_options(False)
+        return platform(fin, "finish_run").outputs["summary"]
 
-    if name == "data":
-
-        @dsl.pipeline(name="coderforge-data", description="CoderForge code curation: ingest, filter, dedup, decontamination.")
-        def data_pipeline(recipe: str, mlflow_run_id: str = "") -> Artifact:
-            rid = start(recipe, mlflow_run_id)
-            tasks = _data_tasks(recipe, rid, platform, cfg)
-            return _finish(recipe, rid, tasks, platform).outputs["summary"]
-
-        return data_pipeline
-
-    if name == "recipe":
-
-        @dsl.pipeline(name="coderforge-recipe",
-                      description="CoderForge recipe: curation, tokenizer, packing, pretraining, evaluation.")
-        def recipe_pipeline(recipe: str, mlflow_run_id: str = "") -> Artifact:
-            rid = start(recipe, mlflow_run_id)
-            tasks = _data_tasks(recipe, rid, platform, cfg)
-            docs = tasks["_docs"]
-            tasks["tokenizer"] = platform(train_tokenizer(recipe=recipe, parent_run_id=rid, documents=docs)
-                                          .set_display_name("tokenizer"), "tokenizer")
-            tok = tasks["tokenizer"].outputs["tokenizer"]
-            code_docs = docs
-            if cfg is not None and cfg.mixture.enabled:
-                tasks["mixture"] = platform(mixture(recipe=recipe, parent_run_id=rid, documents=docs, tokenizer=tok)
-                                            .set_display_name("mixture"), "mixture")
-                docs = tasks["mixture"].outputs["mixed"]
-            tasks["pack"] = platform(pack(recipe=recipe, parent_run_id=rid, documents=docs, tokenizer=tok)
-                                     .set_display_name("pack"), "pack")
-            toks = tasks["pack"].outputs["tokens"]
-            tasks["pretrain"] = platform(pretrain(recipe=recipe, parent_run_id=rid, tokens=toks, tokenizer=tok)
-                                         .set_display_name("pretrain"), "pretrain")
-            final_model = tasks["pretrain"].outputs["model"]
-            if repo_stage:
-                tasks["pack_repo"] = platform(pack_repo(recipe=recipe, parent_run_id=rid, documents=code_docs,
-                                                        tokenizer=tok).set_display_name("pack-repo"), "pack_repo")
-                tasks["pretrain_repo"] = platform(
-                    pretrain_repo(recipe=recipe, parent_run_id=rid, tokens=tasks["pack_repo"].outputs["tokens"],
-                                  tokenizer=tok, base_model=final_model).set_display_name("pretrain-repo"),
-                    "pretrain_repo")
-                final_model = tasks["pretrain_repo"].outputs["model"]
-            tasks["evaluate"] = platform(evaluate(recipe=recipe, parent_run_id=rid, model=final_model, tokens=toks)
-                                         .set_display_name("evaluate"), "evaluate")
-            return _finish(recipe, rid, tasks, platform).outputs["summary"]
-
-        return recipe_pipeline
-
-    raise ValueError(f"unknown pipeline {name!r}; choose one of {PIPELINE_NAMES}")
+    return pipeline
 
 
 def compile_recipe(cfg: RecipeConfig, output_path: str | Path, pipeline: str = "recipe",
@@ -140,3 +69,6 @@ def compile_recipe(cfg: RecipeConfig, output_path: str | Path, pipeline: str = "
     func = build_pipeline(pipeline, cfg, for_cluster)
     compiler.Compiler().compile(func, str(output_path), pipeline_parameters={"recipe": cfg.to_json()})
     return output_path
+
+
+__all__ = ["PIPELINE_NAMES", "build_pipeline", "compile_recipe", "steps_of"]

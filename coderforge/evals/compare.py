@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-HEADLINE = ("humaneval_pass_at_1", "mbpp_pass_at_1", "humaneval_plus_pass_at_1", "mbpp_plus_pass_at_1", "fim_exact_match",
-            "needle_accuracy", "heldout_loss", "heldout_ppl")
+HEADLINE = ("humaneval_pass_at_1", "mbpp_pass_at_1", "humaneval_plus_pass_at_1", "mbpp_plus_pass_at_1",
+            "fim_exact_match", "needle_accuracy", "heldout_loss", "heldout_ppl")
 
 
 def run_metrics(uri: str, run_id: str) -> tuple[str, dict[str, float]]:

@@ -38,7 +38,8 @@ def summary_markdown(metrics: dict[str, float], info: dict, out_dir: Path) -> st
         if "verdict" in rows[0]:
             lines += ["| task | sample | verdict | detail |", "|---|---|---|---|"]
             for r in rows[:_MAX_ROWS]:
-                lines.append(f"| {r['task_id']} | {r.get('sample', 0)} | {r['verdict']} | {_cell(r.get('detail', ''))} |")
+                lines.append(f"| {r['task_id']} | {r.get('sample', 0)} | {r['verdict']} "
+                             f"| {_cell(r.get('detail', ''))} |")
         else:
             keys = [k for k in rows[0] if k not in ("prompt", "completion", "generation")][:6]
             lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

@@ -14,7 +14,7 @@ import runpy
 import sys
 import tempfile
 
-from coderforge.k8s.rayjob import RECIPE_ENV
+from coderforge.k8s.rayjob_manifest import RECIPE_ENV
 
 
 def materialize_recipe(env: dict[str, str] | None = None, directory: str | None = None) -> str:

@@ -9,8 +9,8 @@ import typer
 
 app = typer.Typer(help="Run untrusted programs in the CoderForge sandbox.", no_args_is_help=True)
 
-_EXT = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".cpp": "cpp", ".cc": "cpp", ".cxx": "cpp",
-        ".java": "java"}
+_EXT = {".py": "python", ".js": "javascript", ".mjs": "javascript", ".cpp": "cpp", ".cc": "cpp",
+        ".cxx": "cpp", ".java": "java"}
 
 
 @app.callback()
@@ -21,15 +21,17 @@ def _main() -> None:
 @app.command("run")
 def run_cmd(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="program to run"),
-    lang: str | None = typer.Option(None, "--lang", help="python, javascript, cpp, java (default: from extension)"),
+    lang: str | None = typer.Option(None, "--lang",
+                                    help="python, javascript, cpp, java (default: from extension)"),
     timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="seconds"),
     memory: int = typer.Option(512, "--memory", min=16, help="address-space limit in MB"),
-    stdin_file: Path | None = typer.Option(None, "--stdin", exists=True, dir_okay=False, help="feed this file as stdin"),
-    allow_unisolated: bool = typer.Option(False, "--allow-unisolated",
-                                          help="where namespaces are unavailable, run with resource limits only"),
+    stdin_file: Path | None = typer.Option(None, "--stdin", exists=True, dir_okay=False,
+                                           help="feed this file as stdin"),
+    allow_unisolated: bool = typer.Option(
+        False, "--allow-unisolated", help="where namespaces are unavailable, run with resource limits only"),
 ) -> None:
     """Run FILE in the sandbox and print its verdict as JSON (exit status 0 only when it passed)."""
-    from coderforge.sandbox import run_program
+    from coderforge.sandbox.core import run_program
 
     language = lang or _EXT.get(file.suffix.lower(), "python")
     v = run_program(file.read_text(), lang=language, timeout_s=timeout, memory_mb=memory,
@@ -43,8 +45,12 @@ def run_cmd(
 @app.command("check")
 def check_cmd() -> None:
     """Say whether this node can isolate programs, and which languages have toolchains; JSON."""
-    from coderforge.sandbox import available_languages, probe, run_program
-    from coderforge.sandbox.isolation import cgroup_support, is_root, private_host_paths, seccomp_summary
+    from coderforge.sandbox.cgroups import cgroup_support
+    from coderforge.sandbox.core import run_program
+    from coderforge.sandbox.host import is_root, private_host_paths
+    from coderforge.sandbox.isolation import probe
+    from coderforge.sandbox.languages import available_languages
+    from coderforge.sandbox.seccomp import seccomp_summary
 
     ok, reason = probe()
     report = {"isolated": ok, "reason": reason, "mode": "root: throw-away uid per run" if is_root()

@@ -8,26 +8,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-def system_python() -> str | None:
-    """An interpreter every user can execute (the venv's may live under a private home, which the
-    sandbox hides). ``CODERFORGE_SANDBOX_PYTHON`` overrides."""
-    env = os.environ.get("CODERFORGE_SANDBOX_PYTHON")
-    if env:
-        return env
-    for name in ("python3", "python"):
-        found = shutil.which(name, path=SYSTEM_PATH)
-        if found:
-            return found
-    return None
-
-
-def _init_python() -> str:
-    from coderforge.sandbox.isolation import init_python
-
-    return os.path.realpath(init_python())
+from coderforge.sandbox.host import SYSTEM_PATH, init_python, system_python
 
 
 def _tool(name: str) -> str | None:
@@ -69,12 +50,12 @@ def get_language(lang: str, memory_mb: int, code: str = "") -> Language:
         # start). When the sandbox's init runs on this same interpreter the program runs in its
         # forked, confined process instead of a new one ("inprocess"), saving the start-up.
         py = system_python() or ""
+        inprocess = bool(py) and os.path.realpath(py) == os.path.realpath(init_python())
         return Language("python", "prog.py", [{"phase": "run", "argv": [py, "-E", "-s", "-S", "prog.py"],
-                                               "inprocess": bool(py) and os.path.realpath(py) == _init_python()}])
+                                               "inprocess": inprocess}])
     if lang == "javascript":
-        return Language("javascript", "prog.js",
-                        [{"phase": "run", "argv": [_tool("node") or "", f"--max-old-space-size={memory_mb}", "prog.js"]}],
-                        as_extra_mb=768)
+        node = [_tool("node") or "", f"--max-old-space-size={memory_mb}", "prog.js"]
+        return Language("javascript", "prog.js", [{"phase": "run", "argv": node}], as_extra_mb=768)
     if lang == "cpp":
         return Language("cpp", "prog.cpp", [
             {"phase": "compile", "argv": [_tool("g++") or "", "-std=c++17", "-O2", "-o", "prog", "prog.cpp"]},
@@ -85,8 +66,9 @@ def get_language(lang: str, memory_mb: int, code: str = "") -> Language:
                "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
         return Language("java", src, [
             {"phase": "compile", "argv": [_tool("javac") or "", "-J-Xmx512m", "-J-XX:+UseSerialGC",
-                                          "-J-XX:CompressedClassSpaceSize=64m", "-J-XX:ReservedCodeCacheSize=64m",
-                                          "-J-XX:TieredStopAtLevel=1", src]},
+                                          "-J-XX:CompressedClassSpaceSize=64m",
+                                          "-J-XX:ReservedCodeCacheSize=64m", "-J-XX:TieredStopAtLevel=1",
+                                          src]},
             {"phase": "run", "argv": [_tool("java") or "", *jvm, "-cp", ".", src[:-5]]}],
             as_extra_mb=1024, nproc=256)
     raise ValueError(f"unsupported language {lang!r} (python, javascript, cpp, java)")

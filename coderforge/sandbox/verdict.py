@@ -91,7 +91,8 @@ def classify(exit_code: int | None, signum: int | None, stderr: str, *, stdout: 
             return OOM, failure_detail(stderr)
         if signum == signal.SIGXFSZ:
             return CRASHED, "file-size limit exceeded (SIGXFSZ)"
-        return CRASHED, f"killed by {signal_name(signum)}" + (f": {failure_detail(stderr)}" if stderr.strip() else "")
+        why = f": {failure_detail(stderr)}" if stderr.strip() else ""
+        return CRASHED, f"killed by {signal_name(signum)}{why}"
     if exit_code is None:
         return CRASHED, "no exit status"
     if exit_code == 0:

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from coderforge.data.repo_order import extract_imports, order_files, pagerank, tarjan_scc
+from coderforge.data import languages
+from coderforge.data.repo_order import (
+    HANDLERS,
+    extract_imports,
+    handled_language,
+    order_files,
+    pagerank,
+    tarjan_scc,
+)
 from coderforge.tokens.cli import read_repository
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -20,7 +28,8 @@ NPM = Path("/usr/lib/node_modules/npm")
 
 def jdk_src_zip() -> Path:
     """The JDK 17 src.zip named by the project, else any installed JDK's (the 17 link may dangle)."""
-    for cand in ["/usr/lib/jvm/java-17-openjdk-amd64/lib/src.zip", *sorted(glob.glob("/usr/lib/jvm/*/lib/src.zip"))]:
+    named = "/usr/lib/jvm/java-17-openjdk-amd64/lib/src.zip"
+    for cand in [named, *sorted(glob.glob("/usr/lib/jvm/*/lib/src.zip"))]:
         if Path(cand).is_file():
             return Path(cand)
     pytest.skip("no JDK src.zip on this machine")
@@ -133,7 +142,8 @@ def test_every_language_and_a_cycle(tmp_path):
         "web/app.ts": "import { x } from './lib/x';\nexport * from './lib/y.js';\n",
         "web/lib/x.ts": "export const x = require('./y');\n",
         "web/lib/y.ts": "export const y = 1;\n",
-        "go/cmd/main.go": 'package main\nimport (\n "fmt"\n "example.com/m/util"\n)\nfunc main(){fmt.Println(util.X)}\n',
+        "go/cmd/main.go": ('package main\nimport (\n "fmt"\n "example.com/m/util"\n)\n'
+                           'func main(){fmt.Println(util.X)}\n'),
         "go/util/util.go": "package util\nvar X = 1\n",
         "rs/src/lib.rs": "mod net;\npub mod db;\nuse crate::db::Pool;\n",
         "rs/src/net.rs": "use super::db::Pool;\nmod tcp;\n",
@@ -157,7 +167,8 @@ def test_every_language_and_a_cycle(tmp_path):
     assert d["rs/src/net.rs"] == {"rs/src/db.rs", "rs/src/net/tcp.rs"}
     assert d["rs/src/net/tcp.rs"] == {"rs/src/db.rs"}
     assert d["java/src/a/Main.java"] == {"java/src/b/Helper.java", "java/src/a/Local.java"}
-    assert order.cycles == [["py/pkg/a.py", "py/pkg/b.py"]] or order.cycles == [["py/pkg/b.py", "py/pkg/a.py"]]
+    assert (order.cycles == [["py/pkg/a.py", "py/pkg/b.py"]]
+            or order.cycles == [["py/pkg/b.py", "py/pkg/a.py"]])
     assert order.paths[0] == "Makefile" and order.paths[-1] == "docs/guide.md"
 
 
@@ -193,3 +204,18 @@ def test_order_repo_cli_marks_cycles(tmp_path):
     assert lines[1].startswith("pkg/") and lines[1].endswith("# cycle 0 (2 files)")
     assert lines[2].endswith("# cycle 0 (2 files)")
     assert lines[3] == "pkg/c.py"
+
+
+def test_languages_come_from_the_language_table():
+    """One extension map (``coderforge.data.languages``): every handled language is a name of it, handled
+    once, and a file's language for ordering is the table's."""
+    handled = [lang for h in HANDLERS for lang in h.languages]
+    assert len(handled) == len(set(handled)) and set(handled) <= languages.KNOWN_LANGUAGES
+    for path in ("a/b.py", "a/b.pyw", "x.h", "x.hpp", "x.tsx", "x.d.ts", "x.mjs", "main.go", "lib.rs",
+                 "A.java"):
+        assert handled_language(path) == languages.language_of(path) in handled, path
+    assert handled_language("README.md") is None and handled_language("Makefile") is None
+    assert extract_imports("docs/guide.md", "# guide") is None
+    # headers are shared by C and C++: parsed with the C++ grammar (a class body does not hide an include)
+    imp = extract_imports("inc/x.h", 'class A { public: int f(); };\n#include "y.h"\n')
+    assert imp.lang == "c" and ("c", False, "y.h") in imp.refs

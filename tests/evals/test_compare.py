@@ -8,8 +8,7 @@ from typer.testing import CliRunner
 
 from coderforge import tracking
 from coderforge.evals.cli import app, compare
-from coderforge.evals.step import run_evaluate
-from coderforge.runtime import execute_step
+from coderforge.steps.execute import execute_step
 from tests.evals.conftest import build_tiny_model
 
 
@@ -25,7 +24,7 @@ def test_two_runs_compared_in_a_table_and_chart(tiny_model_dir, tiny_data_dir, t
     for name, model in (("model-a", tiny_model_dir), ("model-b", other_model)):
         parent = tracking.start_parent_run(mlflow_uri, "coderforge", name, {"model": str(model)},
                                            tags={"coderforge.kind": "pipeline"})
-        execute_step("evaluate", _recipe(mlflow_uri), parent, run_evaluate, str(tmp_path / name / "eval"),
+        execute_step("evaluate", _recipe(mlflow_uri), parent, str(tmp_path / name / "eval"),
                      model_dir=str(model), data_dir=str(tiny_data_dir))
         tracking.finish_run(mlflow_uri, parent)
         parents.append(parent)

@@ -92,7 +92,8 @@ def test_mbpp_and_evalplus_jsonl(tmp_path):
     assert [p.task_id for p in probs] == ["Mbpp/2", "Mbpp/3", "HumanEval/0"]
     assert "similar_elements" in probs[0].prompt
     good = [["def similar_elements(a, b):\n    return tuple(set(a) & set(b))\n"],
-            ["import math\ndef is_not_prime(n):\n    return any(n % i == 0 for i in range(2, int(math.sqrt(n)) + 1))\n"],
+            ["import math\ndef is_not_prime(n):\n"
+             "    return any(n % i == 0 for i in range(2, int(math.sqrt(n)) + 1))\n"],
             [he0.canonical_solution]]
     res = check_completions(probs, good)
     assert [r[0]["passed"] for r in res] == [True, True, True], res

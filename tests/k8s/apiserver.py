@@ -11,16 +11,32 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import ParseResult, parse_qs, urlparse
 
 from .httpstandin import HttpStandIn
 
 RAYJOB = re.compile(r"^/apis/ray\.io/v1/namespaces/([^/]+)/rayjobs(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+
+Reply = tuple[int, str, str]  # HTTP status, body text, Content-Type
+
+
+def _json(code: int, body: dict) -> Reply:
+    return code, json.dumps(body), "application/json"
+
+
+def _failure(code: int, reason: str, msg: str) -> Reply:
+    return _json(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                        "message": msg, "code": code})
+
+
+def _rayjob_not_found(name: str) -> Reply:
+    return _failure(404, "NotFound", f'rayjobs.ray.io "{name}" not found')
 
 
 def status(job: str = "", deployment: str = "", reason: str = "", message: str = "") -> dict:
@@ -53,6 +69,11 @@ class ApiServerStandIn(HttpStandIn):
         self.fail_gets = 0  # answer this many RayJob GETs with 500
         self.lock = threading.Lock()
         self.t0 = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+        self.routes: dict[str, list[tuple[re.Pattern, Callable[..., Reply]]]] = {
+            "POST": [(RAYJOB, self._create_rayjob)],
+            "GET": [(RAYJOB, self._get_rayjob), (PODS, self._list_pods), (POD_LOG, self._read_pod_log)],
+            "DELETE": [(RAYJOB, self._delete_rayjob)],
+        }
         self._serve()
 
     # -- control -------------------------------------------------------------------------------------
@@ -75,6 +96,87 @@ class ApiServerStandIn(HttpStandIn):
         return [m for m, path, _ in self.requests if path.split("?")[0].endswith(f"/rayjobs/{name}")
                 or (m == "POST" and path.endswith("/rayjobs"))]
 
+    # -- API endpoints: (method, path) → reply --------------------------------------------------------
+
+    def route(self, method: str, url: ParseResult, body: dict | None) -> Reply:
+        for pattern, endpoint in self.routes.get(method, ()):
+            if m := pattern.match(url.path):
+                return endpoint(m, url, body)
+        return _failure(404, "NotFound", url.path)
+
+    def _create_rayjob(self, m: re.Match, url: ParseResult, body: dict | None) -> Reply:
+        if m.group(2):
+            return _failure(404, "NotFound", url.path)
+        ns, name = m.group(1), body["metadata"]["name"]
+        with self.lock:
+            if (ns, name) in self.objects:
+                return _failure(409, "AlreadyExists", f"rayjobs {name} already exists")
+            obj = json.loads(json.dumps(body))
+            obj["metadata"].update(uid=f"uid-{name}", resourceVersion="1")
+            obj["status"] = {}
+            self.objects[(ns, name)] = Stored(obj, self.scripts.get(name, self.default_script),
+                                              self.logs.get(name, []))
+            return _json(201, obj)
+
+    def _get_rayjob(self, m: re.Match, url: ParseResult, body: dict | None) -> Reply:
+        ns, name = m.groups()
+        with self.lock:
+            if self.fail_gets > 0:
+                self.fail_gets -= 1
+                return _failure(500, "InternalError", "etcd is having a bad day")
+            st = self.objects.get((ns, name))
+            if st is None:
+                return _rayjob_not_found(name)
+            if st.obj["metadata"].get("deletionTimestamp"):
+                if st.deleting <= 0:
+                    del self.objects[(ns, name)]
+                    return _rayjob_not_found(name)
+                st.deleting -= 1
+                return _json(200, st.obj)
+            self._advance_script(st)
+            return _json(200, st.obj)
+
+    def _advance_script(self, st: Stored) -> None:
+        """One GET of a live RayJob: its next scripted status, and that step's submitter log lines."""
+        i = min(st.gets, len(st.script) - 1)
+        st.obj["status"] = st.script[i]
+        if i < len(st.logs):
+            for j, line in enumerate(st.logs[i]):
+                ts = (self.t0 + timedelta(seconds=st.gets, microseconds=j)).isoformat()
+                st.log_lines.append(ts.replace("+00:00", "Z") + " " + line)
+        st.gets += 1
+
+    def _list_pods(self, m: re.Match, url: ParseResult, body: dict | None) -> Reply:
+        ns = m.group(1)
+        sel = parse_qs(url.query).get("labelSelector", [""])[0]
+        job = sel.removeprefix("job-name=")
+        items = []
+        if (ns, job) in self.objects and self.objects[(ns, job)].log_lines:
+            items.append({"metadata": {"name": f"{job}-submit", "namespace": ns,
+                                       "labels": {"job-name": job},
+                                       "creationTimestamp": self.t0.isoformat()}})
+        return _json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+
+    def _read_pod_log(self, m: re.Match, url: ParseResult, body: dict | None) -> Reply:
+        ns, pod = m.groups()
+        job = pod.removesuffix("-submit")
+        st = self.objects.get((ns, job))
+        if st is None:
+            return _failure(404, "NotFound", pod)
+        return 200, "".join(line + "\n" for line in st.log_lines), "text/plain"
+
+    def _delete_rayjob(self, m: re.Match, url: ParseResult, body: dict | None) -> Reply:
+        if not m.group(2):
+            return _failure(404, "NotFound", url.path)
+        with self.lock:
+            st = self.objects.get((m.group(1), m.group(2)))
+            if st is None:
+                return _rayjob_not_found(m.group(2))
+            if not st.obj["metadata"].get("deletionTimestamp"):
+                st.obj["metadata"]["deletionTimestamp"] = self.t0.isoformat()
+                st.deleting = self.delete_lag
+            return _json(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+
     # -- HTTP ----------------------------------------------------------------------------------------
     def _handler(self):
         server = self
@@ -83,99 +185,27 @@ class ApiServerStandIn(HttpStandIn):
             def log_message(self, *args):  # quiet
                 pass
 
-            def _send(self, code: int, body: dict | str, ctype: str = "application/json"):
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            def _body(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                return json.loads(self.rfile.read(n)) if n else None
+
+            def _answer(self, method: str, body: dict | None):
+                server.requests.append((method, self.path, body))
+                code, text, ctype = server.route(method, urlparse(self.path), body)
+                data = text.encode()
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _status(self, code: int, reason: str, msg: str):
-                self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                  "reason": reason, "message": msg, "code": code})
-
-            def _body(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                return json.loads(self.rfile.read(n)) if n else None
-
             def do_POST(self):
-                body = self._body()
-                url = urlparse(self.path)
-                server.requests.append(("POST", self.path, body))
-                m = RAYJOB.match(url.path)
-                if not m or m.group(2):
-                    return self._status(404, "NotFound", url.path)
-                ns, name = m.group(1), body["metadata"]["name"]
-                with server.lock:
-                    if (ns, name) in server.objects:
-                        return self._status(409, "AlreadyExists", f"rayjobs {name} already exists")
-                    obj = json.loads(json.dumps(body))
-                    obj["metadata"].update(uid=f"uid-{name}", resourceVersion="1")
-                    obj["status"] = {}
-                    server.objects[(ns, name)] = Stored(obj, server.scripts.get(name, server.default_script),
-                                                        server.logs.get(name, []))
-                return self._send(201, obj)
+                self._answer("POST", self._body())
 
             def do_GET(self):
-                url = urlparse(self.path)
-                server.requests.append(("GET", self.path, None))
-                if m := RAYJOB.match(url.path):
-                    ns, name = m.groups()
-                    with server.lock:
-                        if server.fail_gets > 0:
-                            server.fail_gets -= 1
-                            return self._status(500, "InternalError", "etcd is having a bad day")
-                        st = server.objects.get((ns, name))
-                        if st is None:
-                            return self._status(404, "NotFound", f'rayjobs.ray.io "{name}" not found')
-                        if st.obj["metadata"].get("deletionTimestamp"):
-                            if st.deleting <= 0:
-                                del server.objects[(ns, name)]
-                                return self._status(404, "NotFound", f'rayjobs.ray.io "{name}" not found')
-                            st.deleting -= 1
-                            return self._send(200, st.obj)
-                        i = min(st.gets, len(st.script) - 1)
-                        st.obj["status"] = st.script[i]
-                        if i < len(st.logs):
-                            for j, line in enumerate(st.logs[i]):
-                                ts = (server.t0 + timedelta(seconds=st.gets, microseconds=j)).isoformat()
-                                st.log_lines.append(ts.replace("+00:00", "Z") + " " + line)
-                        st.gets += 1
-                        return self._send(200, st.obj)
-                if m := PODS.match(url.path):
-                    ns = m.group(1)
-                    sel = parse_qs(url.query).get("labelSelector", [""])[0]
-                    job = sel.removeprefix("job-name=")
-                    items = []
-                    if (ns, job) in server.objects and server.objects[(ns, job)].log_lines:
-                        items.append({"metadata": {"name": f"{job}-submit", "namespace": ns,
-                                                   "labels": {"job-name": job},
-                                                   "creationTimestamp": server.t0.isoformat()}})
-                    return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
-                if m := POD_LOG.match(url.path):
-                    ns, pod = m.groups()
-                    job = pod.removesuffix("-submit")
-                    st = server.objects.get((ns, job))
-                    if st is None:
-                        return self._status(404, "NotFound", pod)
-                    return self._send(200, "".join(line + "\n" for line in st.log_lines), "text/plain")
-                return self._status(404, "NotFound", url.path)
+                self._answer("GET", None)
 
             def do_DELETE(self):
-                url = urlparse(self.path)
-                body = self._body()
-                server.requests.append(("DELETE", self.path, body))
-                m = RAYJOB.match(url.path)
-                if not m or not m.group(2):
-                    return self._status(404, "NotFound", url.path)
-                with server.lock:
-                    st = server.objects.get((m.group(1), m.group(2)))
-                    if st is None:
-                        return self._status(404, "NotFound", f'rayjobs.ray.io "{m.group(2)}" not found')
-                    if not st.obj["metadata"].get("deletionTimestamp"):
-                        st.obj["metadata"]["deletionTimestamp"] = server.t0.isoformat()
-                        st.deleting = server.delete_lag
-                    return self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+                self._answer("DELETE", self._body())
 
         return Handler

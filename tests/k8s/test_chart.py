@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from coderforge.config import K8sSection
-from coderforge.k8s.rayjob import RBAC_RULES, KubeRayApi, build_rayjob, follow_rayjob
+from coderforge.k8s.kuberay_api import RBAC_RULES, KubeRayApi
+from coderforge.k8s.rayjob import follow_rayjob
+from coderforge.k8s.rayjob_manifest import build_rayjob
 from tests.k8s.apiserver import ApiServerStandIn, status
 
 ROOT = Path(__file__).resolve().parents[2]

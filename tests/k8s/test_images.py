@@ -117,7 +117,15 @@ def test_components_take_base_image_from_one_place():
     """No component file names an image literally; they import it from components._images."""
     comp_dir = ROOT / "components"
     files = [p for p in comp_dir.glob("*.py") if p.name != "_images.py"]
-    assert len(files) >= 5, files  # data, tokens, train, evaluate, run_control
+    assert {"steps.py", "run_control.py", "factory.py"} <= {p.name for p in files}, files
+    # every step's component runs in the image of its resource class, from images.yaml
+    from coderforge.steps.table import STEPS
+    from components.steps import component
+
+    kinds = {"light": "data", "ray": "train", "gpu": "train"}
+    for step in STEPS:
+        image = component(step.name).component_spec.implementation.container.image
+        assert image == images.image_for(kinds[step.resources]), (step.name, image)
     for path in files:
         text = path.read_text()
         assert not re.search(r"base_image\s*=\s*['\"]", text), f"{path.name}: literal base_image"

@@ -31,7 +31,8 @@ def cli():
 
 def test_dry_run_prints_what_would_be_sent(cli, tmp_path):
     recipe = tmp_path / "tiny.yaml"
-    text = TINY.read_text() + "\nk8s:\n  steps:\n    pretrain: {cpu: '8', memory: 64Gi, gpu: 1, node_selector: {pool: gpu}}\n"
+    text = TINY.read_text() + ("\nk8s:\n  steps:\n"
+                               "    pretrain: {cpu: '8', memory: 64Gi, gpu: 1, node_selector: {pool: gpu}}\n")
     recipe.write_text(text)
     out_pkg = tmp_path / "compiled.yaml"
     res = CliRunner().invoke(cli, ["submit", str(recipe), "--dry-run", "--experiment", "tiny-exp",

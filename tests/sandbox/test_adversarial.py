@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,15 +15,11 @@ from pathlib import Path
 import pytest
 
 from coderforge.sandbox import isolation, probe, run_program
+from coderforge.sandbox.host import is_root
+from coderforge.sandbox.uids import UID_BASE, kill_uid
+from tests.sandbox.helpers import host_still_works
 
 pytestmark = pytest.mark.skipif(not probe()[0], reason=f"namespaces unavailable here: {probe()[1]}")
-
-
-def _host_still_works():
-    v = run_program("print(sum(range(10)))", timeout_s=5)
-    assert v.verdict == "passed" and v.stdout.strip() == "45", v
-    out = subprocess.run([sys.executable, "-c", "print('host ok')"], capture_output=True, text=True, timeout=30)
-    assert out.stdout.strip() == "host ok"
 
 
 def test_network_is_unreachable():
@@ -99,7 +94,8 @@ for path in [{str(target_dir / 'x')!r}, {str(repo_file)!r}, "/etc/pwned", "/usr/
         print("blocked", path, type(exc).__name__)
 print("wrote", wrote)
 open("inside-scratch.txt", "w").write("fine")
-assert not wrote or wrote == [{host_tmp!r}] or all(p.startswith(("/tmp", "/var/tmp", "/dev/shm")) for p in wrote)
+assert not wrote or wrote == [{host_tmp!r}] or all(p.startswith(("/tmp", "/var/tmp", "/dev/shm"))
+                                                   for p in wrote)
 raise SystemExit(3 if wrote else 4)
 """
     v = run_program(code)
@@ -135,14 +131,14 @@ while True:
     assert time.time() - t0 < 30
     uid = v.meta["uid"]
     if uid is not None:
-        assert isolation.kill_uid(uid) == 0, "processes of the run survived it"
-    _host_still_works()
+        assert kill_uid(uid) == 0, "processes of the run survived it"
+    host_still_works()
 
 
 def test_unbounded_allocation_is_oom():
     v = run_program("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 2**20))\n", memory_mb=256)
     assert v.verdict == "oom", v
-    _host_still_works()
+    host_still_works()
 
 
 def test_infinite_loop_times_out_and_sleeping_children_die():
@@ -154,7 +150,7 @@ while True:
 """
     v = run_program(code, timeout_s=1)
     assert v.verdict == "timeout", v
-    assert isolation.kill_uid(v.meta["uid"]) == 0 if v.meta["uid"] else True
+    assert kill_uid(v.meta["uid"]) == 0 if v.meta["uid"] else True
 
 
 def test_daemon_does_not_outlive_the_run():
@@ -225,7 +221,7 @@ assert {me} in hits, "could not kill the host process"
     v = run_program(code)
     assert v.verdict in ("failed", "crashed"), v
     assert os.getpid() == me  # we are alive
-    _host_still_works()
+    host_still_works()
 
 
 def test_setuid_and_privilege_escalation_blocked():
@@ -241,7 +237,7 @@ assert os.geteuid() == 0, "not root"
 """
     v = run_program(code)
     assert v.verdict == "failed" and "setuid blocked" in v.stdout, v
-    if isolation.is_root():
+    if is_root():
         assert v.stdout.split()[0] != "0"
 
 
@@ -284,13 +280,14 @@ def test_refuses_without_isolation(monkeypatch):
 
 
 def test_unisolated_run_still_drops_root(monkeypatch):
-    if not isolation.is_root():
+    if not is_root():
         pytest.skip("only meaningful when the caller is root")
     monkeypatch.setenv(isolation.SIMULATE_ENV, "1")
     isolation.reset_probe()
     try:
-        v = run_program("import os\nopen('mine.txt', 'w').write('x')\nprint(os.getuid())\n", allow_unisolated=True)
-        assert v.verdict == "passed" and int(v.stdout) >= isolation.UID_BASE, v
+        v = run_program("import os\nopen('mine.txt', 'w').write('x')\nprint(os.getuid())\n",
+                        allow_unisolated=True)
+        assert v.verdict == "passed" and int(v.stdout) >= UID_BASE, v
     finally:
         monkeypatch.delenv(isolation.SIMULATE_ENV)
         isolation.reset_probe()
@@ -299,7 +296,7 @@ def test_unisolated_run_still_drops_root(monkeypatch):
 def test_rootless_mode_uses_a_user_namespace():
     """As an ordinary user (no root, no throw-away uids) the sandbox isolates through a user
     namespace: checked by running the library as uid 1000 under the system Python."""
-    if not isolation.is_root() or not Path("/usr/bin/python3").exists():
+    if not is_root() or not Path("/usr/bin/python3").exists():
         pytest.skip("needs root to switch to an ordinary user, and a system Python")
     import tempfile
 
@@ -334,180 +331,4 @@ print(json.dumps(out))
     assert out["net"][:2] == ["failed", True]
     assert out["loop"][0] == "timeout"
     assert out["bomb"][0] in ("failed", "timeout")
-    _host_still_works()
-
-
-def test_seccomp_closes_kernel_attack_surface():
-    """Without the filter these succeed inside the namespaces (checked when it was added: a new user
-    namespace gave the program capabilities in it; io_uring_setup returned a ring): now each is refused,
-    with the errno the filter assigns (EPERM, ENOSYS, EAFNOSUPPORT), not the kernel's own."""
-    code = r"""
-import ctypes, errno, os, socket
-libc = ctypes.CDLL(None, use_errno=True)
-def call(*args):
-    r = libc.syscall(*args)
-    return r, ctypes.get_errno()
-results = {}
-results["unshare_user"] = (libc.unshare(0x10000000), ctypes.get_errno())
-results["setns"] = call(308, -1, 0)
-buf = ctypes.create_string_buffer(120)
-results["io_uring_setup"] = call(425, 4, buf)
-results["bpf"] = call(321, 0, 0, 0)
-results["keyctl"] = call(250, 0, 0, 0, 0, 0)
-results["userfaultfd"] = call(323, 0)
-results["perf_event_open"] = call(298, 0, 0, -1, -1, 0)
-results["ptrace_traceme"] = call(101, 0, 0, 0, 0)
-results["process_vm_readv"] = call(310, os.getppid(), 0, 0, 0, 0, 0)
-r = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # raw clone(CLONE_NEWUSER | SIGCHLD)
-if r == 0:
-    os._exit(0)
-results["clone_newuser"] = (r, ctypes.get_errno())
-try:
-    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-    results["netlink"] = (0, 0)
-except OSError as exc:
-    results["netlink"] = (-1, exc.errno)
-try:
-    socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    results["packet"] = (0, 0)
-except OSError as exc:
-    results["packet"] = (-1, exc.errno)
-for k, (r, e) in sorted(results.items()):
-    print(k, r, errno.errorcode.get(e, e))
-assert any(r >= 0 for r, _ in results.values()), "every escape refused"
-"""
-    v = run_program(code, timeout_s=10)
-    assert v.verdict == "failed" and "every escape refused" in v.stderr, v
-    got = dict((line.split()[0], line.split()[1:]) for line in v.stdout.splitlines())
-    for name in ("unshare_user", "setns", "bpf", "keyctl", "userfaultfd", "perf_event_open", "ptrace_traceme",
-                 "process_vm_readv", "clone_newuser"):
-        assert got[name] == ["-1", "EPERM"], (name, got[name])
-    assert got["io_uring_setup"] == ["-1", "ENOSYS"]
-    assert got["netlink"] == ["-1", "EAFNOSUPPORT"] and got["packet"] == ["-1", "EAFNOSUPPORT"]
-    _host_still_works()
-
-
-def test_ordinary_programs_still_work_under_the_filter():
-    """Threads, subprocesses, multiprocessing (POSIX semaphores in the run's own /dev/shm), unix and
-    inet sockets (in the empty network namespace), and the C++/Java/JavaScript toolchains."""
-    code = """
-import multiprocessing, socket, subprocess, threading
-def sq(x):
-    return x * x
-if __name__ == "__main__":
-    t = threading.Thread(target=print, args=("thread",)); t.start(); t.join()
-    print(subprocess.run(["echo", "child"], capture_output=True, text=True).stdout.strip())
-    with multiprocessing.Pool(2) as pool:
-        print(pool.map(sq, [1, 2, 3]))
-    a, b = socket.socketpair(); a.send(b"u"); print(b.recv(1).decode())
-    socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
-    socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
-"""
-    v = run_program(code, timeout_s=20)
-    assert v.verdict == "passed", v
-    assert v.stdout.split() == ["thread", "child", "[1,", "4,", "9]", "u"]
-    from coderforge.sandbox import available_languages
-
-    langs = available_languages()
-    samples = {"cpp": '#include <cstdio>\n#include <thread>\nint main(){std::thread t([]{std::puts("cpp");});'
-                      't.join();}\n',
-               "javascript": "console.log('js')\n",
-               "java": 'public class Main { public static void main(String[] a) throws Exception {'
-                       ' Thread t = new Thread(() -> System.out.println("java")); t.start(); t.join(); } }\n'}
-    for lang, src in samples.items():
-        if lang in langs:
-            r = run_program(src, lang=lang, timeout_s=60, memory_mb=2048)
-            assert r.verdict == "passed" and r.stdout.strip() == {"cpp": "cpp", "javascript": "js",
-                                                                   "java": "java"}[lang], (lang, r)
-
-
-def test_seccomp_program_shape():
-    from coderforge.sandbox import _init
-
-    raw = _init.seccomp_filter("x86_64")
-    assert raw is not None and len(raw) % 8 == 0 and 40 < len(raw) // 8 < 200
-    assert _init.seccomp_filter("riscv64") is None  # no table: no filter, and `sandbox check` says so
-
-
-_MANY_CHILDREN = """
-import os, time
-kids = []
-for k in range(4):
-    pid = os.fork()
-    if pid == 0:
-        b = bytearray(150 << 20)
-        for i in range(0, len(b), 4096):
-            b[i] = 1
-        time.sleep(2)
-        os._exit(0)
-    kids.append(pid)
-codes = [os.waitpid(p, 0)[1] for p in kids]
-print(codes)
-assert all(c == 0 for c in codes), "a child died"
-"""
-
-
-@pytest.mark.skipif(isolation.cgroup_support().startswith("none"), reason="no writable memory cgroup here")
-def test_memory_cgroup_bounds_the_whole_job(monkeypatch):
-    """Four children of 150 MB each: every one is under the 200 MB address-space rlimit, 600 MB together.
-    Without the cgroup the run passes (rlimits are per process); with it the OOM killer stops the job at
-    its resident bound and the verdict says so. Nothing of the cgroup is left behind."""
-    v = run_program(_MANY_CHILDREN, memory_mb=200, timeout_s=20)
-    assert v.verdict == "oom" and "OOM killer" in v.detail, v
-    assert v.meta["oom_kills"] >= 1 and v.meta["peak_memory_bytes"] <= (200 + 64 + 64) << 20
-    again = run_program("print('fine')", memory_mb=200)  # the pooled cgroup, reused: counters start afresh
-    assert again.verdict == "passed" and again.meta["oom_kills"] == 0, again
-    mine = f"coderforge-sbx-{os.getpid()}-*"
-    pooled = [p for p in Path("/sys/fs/cgroup").rglob(mine) if p.is_dir()]
-    assert pooled and all((p / "cgroup.procs").read_text().split() == [] for p in pooled)  # idle, emptied
-    isolation.CgroupPool.drain()  # what atexit does
-    assert [p for p in Path("/sys/fs/cgroup").rglob(mine) if p.is_dir()] == []
-    monkeypatch.setenv("CODERFORGE_SANDBOX_CGROUPS", "0")
-    v = run_program(_MANY_CHILDREN, memory_mb=200, timeout_s=20)
-    assert v.verdict == "passed", v  # the gap the cgroup closes
-    monkeypatch.setenv("CODERFORGE_SANDBOX_ZYGOTE", "0")  # the fresh-init path joins the cgroup too
-    monkeypatch.delenv("CODERFORGE_SANDBOX_CGROUPS")
-    v = run_program(_MANY_CHILDREN, memory_mb=200, timeout_s=20)
-    assert v.verdict == "oom", v
-
-
-def test_cgroup_v2_files_on_a_delegated_tree(tmp_path):
-    """The cgroup v2 protocol (this machine has v1), on a directory laid out like a delegated subtree."""
-    own = tmp_path / "user.slice" / "job"
-    own.mkdir(parents=True)
-    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
-    (own / "cgroup.subtree_control").write_text("memory pids\n")
-    cg = isolation.Cgroup.create(300 << 20, 80, root=tmp_path, proc_self_cgroup="0::/user.slice/job\n")
-    assert cg is not None and cg.version == "v2"
-    d = cg.dirs["v2"]
-    assert d.parent == own and (d / "memory.max").read_text() == str(300 << 20)
-    assert (d / "pids.max").read_text() == "80"
-    assert cg.procs_files == [str(d / "cgroup.procs")]
-    (d / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n")
-    (d / "memory.peak").write_text("314572800\n")
-    assert cg.oom_kills() == 2 and cg.peak_bytes() == 314572800
-    (own / "cgroup.subtree_control").write_text("pids\n")  # memory not delegated: no cgroup, rlimits only
-    assert isolation.Cgroup.create(300 << 20, 80, root=tmp_path, proc_self_cgroup="0::/user.slice/job\n") is None
-
-
-@pytest.mark.skipif(isolation.cgroup_support().startswith("none"), reason="no writable memory cgroup here")
-def test_forked_host_does_not_share_the_parents_pooled_cgroups():
-    assert run_program("print(1)").verdict == "passed"  # leaves an idle cgroup in this process's pool
-    parent_idle = {str(cg.dirs) for cg in isolation.CgroupPool._idle}
-    assert parent_idle
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # a forked host (multiprocessing, Ray worker start-up ...) running a program of its own
-        try:
-            v = run_program("print(2)")
-            used = {str(cg.dirs) for cg in isolation.CgroupPool._idle}
-            os.write(w, json.dumps([v.verdict, sorted(used & parent_idle)]).encode())
-        finally:
-            isolation.CgroupPool.drain()
-            os._exit(0)
-    os.close(w)
-    verdict, shared = json.loads(os.read(r, 4096))
-    os.close(r)
-    os.waitpid(pid, 0)
-    assert verdict == "passed" and shared == []
-    assert {str(cg.dirs) for cg in isolation.CgroupPool._idle} == parent_idle  # the parent's pool untouched
+    host_still_works()

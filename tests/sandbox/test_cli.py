@@ -29,8 +29,8 @@ def test_run_prints_json_verdict(tmp_path):
 def test_run_timeout_and_exit_status(tmp_path):
     prog = tmp_path / "loop.py"
     prog.write_text("while True: pass\n")
-    res = subprocess.run([sys.executable, "-c", "from coderforge.sandbox.cli import app; app()", "run", str(prog),
-                          "--timeout", "1"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-c", "from coderforge.sandbox.cli import app; app()", "run",
+                          str(prog), "--timeout", "1"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert json.loads(res.stdout)["verdict"] == "timeout"
 

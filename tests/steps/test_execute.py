@@ -10,7 +10,8 @@ from coderforge.records import Document, document_id
 
 
 def test_filter_step_reads_and_writes_s3(s3_env, tmp_path, mlflow_uri, monkeypatch):
-    docs = [Document(document_id("t", "r", f"f{i}.py"), "r", f"f{i}.py", "python", f"def func_{i}(value):\n    return value + {i}\n", "t")
+    docs = [Document(document_id("t", "r", f"f{i}.py"), "r", f"f{i}.py", "python",
+                     f"def func_{i}(value):\n    return value + {i}\n", "t")
             for i in range(5)]
     docs.append(Document(document_id("t", "r", "long.py"), "r", "long.py", "python", "y = '" + "a" * 3000 + "'\n", "t"))
     records.write_documents(f"{s3_env}/in", docs)

@@ -15,13 +15,24 @@ from pathlib import Path
 
 from coderforge import tracking
 from coderforge.config import RecipeConfig, encode_recipe_b64
-from coderforge.runtime import setup_logging, tracking_uri_of, workdir_of
+from coderforge.liveview import run_with_live_view
+from coderforge.steps.table import steps_of
+from coderforge.workspace import setup_logging, tracking_uri_of, workdir_of
 
-log = logging.getLogger("coderforge.runner")
+log = logging.getLogger("coderforge.local_dag")
 
 
-def run_local(cfg: RecipeConfig, pipeline: str = "recipe") -> dict:
-    """Run ``pipeline`` for ``cfg`` locally; returns the summary (also written to WORKDIR/summary.json)."""
+def run_local(cfg: RecipeConfig, pipeline: str = "recipe", verbose: bool = False) -> dict:
+    """Run ``pipeline`` for ``cfg`` locally; returns the summary (also written to WORKDIR/summary.json).
+
+    The terminal shows a live view of the DAG and each step's full log goes to WORKDIR/logs/STEP.log;
+    ``verbose`` streams everything instead."""
+    workdir = workdir_of(cfg)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return run_with_live_view(lambda: _run(cfg, pipeline), steps_of(pipeline, cfg), workdir, verbose=verbose)
+
+
+def _run(cfg: RecipeConfig, pipeline: str) -> dict:
     from kfp import local
 
     from pipelines.recipe import build_pipeline
@@ -55,24 +66,3 @@ def run_local(cfg: RecipeConfig, pipeline: str = "recipe") -> dict:
         summary["funnel_png"] = str(workdir / "data_funnel.png")
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
-
-
-def format_table(summary: dict) -> str:
-    rows = [("step", "in", "kept", "dropped", "quarantined", "tokens", "seconds")]
-    for name, row in summary["steps"].items():
-        rows.append((name, *(str(row.get(k, "")) if row.get(k) is not None else ""
-                             for k in ("in", "kept", "dropped", "quarantined", "tokens", "seconds"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    out = ["\n".join(lines)]
-    if summary.get("train"):
-        out.append(f"train: final_loss={summary['train'].get('final_loss')} tokens={summary['train'].get('tokens')}")
-    if summary.get("eval"):
-        out.append("eval: " + "  ".join(f"{k}={_fmt(v)}" for k, v in sorted(summary["eval"].items())))
-    return "\n".join(out)
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -2,11 +2,17 @@ import yaml
 from kfp import components
 
 from coderforge.config import load_recipe
-from pipelines.recipe import DATA_STEPS, RECIPE_STEPS, compile_recipe
+from coderforge.steps.table import steps_of
+from pipelines.recipe import compile_recipe
 
-TASK_NAMES = {"ingest": "ingest", "filter": "filter-documents", "dedup": "dedup", "decontam": "decontaminate", "tokenizer": "train-tokenizer",
-              "pack": "pack", "pretrain": "pretrain", "pack_repo": "pack-repo", "pretrain_repo": "pretrain-repo",
-              "evaluate": "evaluate"}
+RECIPE_STEPS = ("ingest", "filter", "dedup", "decontam", "tokenizer", "pack", "pretrain", "pack_repo",
+                "pretrain_repo", "evaluate")
+DATA_STEPS = RECIPE_STEPS[:4]
+
+
+def _task(step: str) -> str:
+    """KFP's spelling of a step name in compiled IR (its only rule: underscores become dashes)."""
+    return step.replace("_", "-")
 
 
 def _tasks(path):
@@ -20,7 +26,8 @@ def test_compiled_recipe_is_valid_ir_with_every_step(tmp_path):
     loaded = components.load_component_from_file(str(out))
     assert loaded.name == "coderforge-recipe"
     doc, tasks = _tasks(out)
-    assert {TASK_NAMES[s] for s in RECIPE_STEPS} | {"start-run", "finish-run"} <= tasks
+    assert {_task(s) for s in RECIPE_STEPS} | {"start-run", "finish-run"} == tasks
+    assert steps_of("recipe", cfg) == RECIPE_STEPS
     default = doc["root"]["inputDefinitions"]["parameters"]["recipe"]["defaultValue"]
     assert yaml.safe_load(default)["train"]["steps"] == cfg.train.steps
 
@@ -29,7 +36,8 @@ def test_compiled_data_pipeline(tmp_path):
     cfg = load_recipe("configs/tiny.yaml")
     out = compile_recipe(cfg, tmp_path / "data.yaml", pipeline="data", for_cluster=False)
     _, tasks = _tasks(out)
-    assert {TASK_NAMES[s] for s in DATA_STEPS} <= tasks and "pretrain" not in tasks
+    assert {_task(s) for s in DATA_STEPS} <= tasks and "pretrain" not in tasks
+    assert {_task(s) for s in DATA_STEPS} | {"start-run", "finish-run"} == tasks
 
 
 def test_repo_stage_can_be_switched_off(tmp_path):
@@ -49,11 +57,9 @@ def test_cluster_compilation_carries_kubernetes_settings(tmp_path):
 
 
 def test_optional_quality_and_mixture_steps(tmp_path):
-    from pipelines.recipe import steps_of
-
     cfg = load_recipe("configs/tiny.yaml", overrides=["quality.enabled=true", "mixture.enabled=true"])
     _, tasks = _tasks(compile_recipe(cfg, tmp_path / "r.yaml", for_cluster=False))
-    assert {"quality-filter", "mixture"} <= tasks
+    assert {"quality", "mixture"} <= tasks
     assert steps_of("recipe", cfg).index("mixture") < steps_of("recipe", cfg).index("pack")
     base = load_recipe("configs/tiny.yaml")
     assert "quality" not in steps_of("data", base) and "mixture" not in steps_of("recipe", base)

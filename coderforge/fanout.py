@@ -16,10 +16,10 @@ from typing import Any
 
 from coderforge.config import ExecutorSection
 
-log = logging.getLogger("coderforge.executor")
+log = logging.getLogger("coderforge.fanout")
 
 
-def _ray_init(section: ExecutorSection):
+def ray_init(section: ExecutorSection):
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -42,7 +42,7 @@ def map_tasks(section: ExecutorSection, fn: Callable[..., Any], tasks: Sequence[
     if not tasks:
         return []
     if section.kind == "ray":
-        ray = _ray_init(section)
+        ray = ray_init(section)
         remote = ray.remote(num_cpus=1, max_retries=2)(_call)
         refs = [remote.remote(fn, *t) for t in tasks]
         log.info("executor: %d ray tasks", len(refs))

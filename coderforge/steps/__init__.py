@@ -11,8 +11,10 @@ A step is a plain function in the library (no KFP, no MLflow imports needed by t
   (``run.log_metrics(..., step=i)``) while it works; the caller logs ``StepResult.metrics``,
   the ledger counts and ``StepResult.artifacts`` at the end.
 
-KFP components (``components/``) and ``coderforge run`` call these functions; tests call them
-directly.
+Every step is declared once, in ``coderforge.steps.table``: its function, inputs, the recipe
+sections it reads and its resource class. The KFP components (``components/``), the DAGs
+(``pipelines/``), ``coderforge step`` and MLflow parameter logging all read that table; tests call
+the functions directly.
 """
 
 from __future__ import annotations
@@ -53,38 +55,11 @@ def read_step_report(out_dir: str) -> dict[str, Any]:
     return json.loads(storage.read_text(storage.join(out_dir, "step.json")))
 
 
-# Every step by name: "module:function", the names of its input-directory arguments, and fixed
-# keyword arguments. `coderforge step NAME` (what a RayJob runs on a cluster) uses this table.
-STEP_FUNCTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ingest": ("coderforge.data.ingest:run_ingest", ()),
-    "filter": ("coderforge.data.filters:run_filter", ("in_dir",)),
-    "dedup": ("coderforge.data.dedup:run_dedup", ("in_dir",)),
-    "decontam": ("coderforge.data.decontam:run_decontam", ("in_dir",)),
-    "quality": ("coderforge.data.quality:run_quality", ("docs_dir",)),
-    "tokenizer": ("coderforge.tokens.tokenizer:run_tokenizer", ("docs_dir",)),
-    "mixture": ("coderforge.data.mixture:run_mixture", ("docs_dir", "tokenizer_dir")),
-    "pack": ("coderforge.tokens.packing:run_pack", ("docs_dir", "tokenizer_dir")),
-    "pack_repo": ("coderforge.tokens.packing:run_pack", ("docs_dir", "tokenizer_dir")),
-    "pretrain": ("coderforge.train.pretrain:run_pretrain", ("data_dir", "tokenizer_dir")),
-    "pretrain_repo": ("coderforge.train.pretrain:run_pretrain", ("data_dir", "tokenizer_dir", "init_from")),
-    "evaluate": ("coderforge.evals.step:run_evaluate", ("model_dir", "data_dir")),
-}
-
-
-STEP_FIXED_KWARGS: dict[str, dict[str, Any]] = {
-    "pack_repo": {"stage": "repo"},
-    "pretrain_repo": {"stage": "repo"},
-}
-
-
-def step_function(name: str):
-    """The step's function, with its fixed keyword arguments (e.g. ``stage="repo"``) bound."""
-    import functools
-    import importlib
-
-    if name not in STEP_FUNCTIONS:
-        raise KeyError(f"unknown step {name!r}; steps: {', '.join(STEP_FUNCTIONS)}")
-    module, func = STEP_FUNCTIONS[name][0].split(":")
-    fn = getattr(importlib.import_module(module), func)
-    fixed = STEP_FIXED_KWARGS.get(name)
-    return functools.partial(fn, **fixed) if fixed else fn
+def ledger_of_report(report: dict[str, Any]) -> LedgerSummary | None:
+    """The ledger summary a ``step.json`` holds (what a step run elsewhere, e.g. on a RayJob, wrote)."""
+    ledger = report.get("ledger")
+    if not ledger:
+        return None
+    return LedgerSummary(step=report.get("step", ""), inputs=ledger["in"], kept=ledger["kept"],
+                         dropped=ledger["dropped"], quarantined=ledger["quarantined"], reasons=ledger["reasons"],
+                         bytes_in=ledger["bytes_in"], bytes_kept=ledger["bytes_kept"], fixed=ledger.get("fixed", 0))

@@ -1,0 +1,81 @@
+"""A recipe: pydantic models loaded from YAML, validated before anything runs (``recipe``), its
+sections by area (``data``, ``training``, ``k8s``) and what they share (``base``). Everything is
+importable from ``coderforge.config``."""
+
+from coderforge.config.base import B64_PREFIX, ConfigError, Section, encode_recipe_b64
+from coderforge.config.data import (
+    DataDenseSection,
+    DataSection,
+    DecontamSection,
+    DedupSection,
+    ExecutorSection,
+    FilterSection,
+    MixtureSection,
+    MixtureSource,
+    QualitySection,
+    QualityStage,
+    RuffSection,
+    RunSection,
+    SourceSpec,
+    SyntaxSection,
+)
+from coderforge.config.k8s import (
+    K8sImages,
+    K8sPlacement,
+    K8sSecretEnv,
+    K8sSection,
+    K8sToleration,
+    RayJobSection,
+)
+from coderforge.config.recipe import RecipeConfig, load_recipe, load_recipe_text, parse_overrides
+from coderforge.config.training import (
+    EvalSection,
+    FimSection,
+    ModelSection,
+    PackSection,
+    RepoSection,
+    SandboxSection,
+    TokenizerSection,
+    TrackingSection,
+    TrainSection,
+)
+
+__all__ = [
+    "B64_PREFIX",
+    "ConfigError",
+    "DataDenseSection",
+    "DataSection",
+    "DecontamSection",
+    "DedupSection",
+    "EvalSection",
+    "ExecutorSection",
+    "FilterSection",
+    "FimSection",
+    "K8sImages",
+    "K8sPlacement",
+    "K8sSecretEnv",
+    "K8sSection",
+    "K8sToleration",
+    "MixtureSection",
+    "MixtureSource",
+    "ModelSection",
+    "PackSection",
+    "QualitySection",
+    "QualityStage",
+    "RayJobSection",
+    "RecipeConfig",
+    "RepoSection",
+    "RuffSection",
+    "RunSection",
+    "SandboxSection",
+    "Section",
+    "SourceSpec",
+    "SyntaxSection",
+    "TokenizerSection",
+    "TrackingSection",
+    "TrainSection",
+    "encode_recipe_b64",
+    "load_recipe",
+    "load_recipe_text",
+    "parse_overrides",
+]

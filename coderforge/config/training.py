@@ -1,0 +1,143 @@
+"""Recipe sections of tokens and training: tokenizer, packing, FIM, repo-level stage, model,
+training, sandbox, evaluation and tracking."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from coderforge.config.base import Section
+
+
+class TokenizerSection(Section):
+    mode: Literal["train", "load"] = "train"
+    path: str | None = Field(None, description="tokenizer directory (mode=load)")
+    vocab_size: int = Field(8192, ge=300)
+    min_frequency: int = Field(2, ge=1)
+    max_training_chars: int = Field(50_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _load_needs_path(self):
+        if self.mode == "load" and not self.path:
+            raise ValueError("tokenizer.mode=load needs tokenizer.path")
+        return self
+
+
+class PackSection(Section):
+    seq_len: int = Field(8192, ge=16)
+    rows_per_shard: int = Field(4096, ge=1)
+    packing: Literal["best_fit", "stream"] = Field(
+        "best_fit", description="best_fit keeps samples whole in a row when they fit; stream cuts rows at seq_len")
+    max_open_rows: int = Field(512, ge=1, description="best_fit: rows kept open for filling")
+
+
+class FimSection(Section):
+    """File-level fill-in-the-middle (recipe.md §3.1, §3.4): per document, before packing."""
+
+    rate: float = Field(0.5, ge=0, le=1, description="fraction of training documents turned into FIM samples")
+    spm_rate: float = Field(0.0, ge=0, le=1, description="fraction of FIM samples in SPM order (Qwen: PSM only)")
+    seed: int | None = Field(None, description="FIM randomness; default run.seed")
+    apply_to_heldout: bool = Field(False, description="FIM held-out documents too (default: plain, for perplexity)")
+
+
+class RepoSection(Section):
+    """Repo-level samples (recipe.md §3.2, §9.3): files in dependency order, `<|repo_name|>`/`<|file_sep|>`."""
+
+    enabled: bool = Field(True, description="run the repo-level stage (pack + pretrain) in the recipe DAG")
+    steps: int | None = Field(None, ge=1, description="optimizer steps of the repo stage (default train.steps)")
+    micro_batch_size: int | None = Field(None, ge=1, description="rows per worker step (default train's)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate of the repo stage (default train.lr)")
+    seq_len: int = Field(32768, ge=16, description="row length of the repo-level stage")
+    fim_rate: float = Field(0.5, ge=0, le=1, description="repo-level FIM of the last file of a sample")
+    fim_reserve_tokens: int = Field(8, ge=0, description="room kept per sample for the FIM control tokens")
+
+
+class ModelSection(Section):
+    """A Qwen2ForCausalLM shape: a named Qwen2.5-Coder size or an explicit debug shape."""
+
+    size: Literal["debug", "debug-tiny", "debug-small", "debug-medium", "0.5B", "1.5B", "3B", "7B", "14B", "32B",
+                  "custom"] = Field("debug", description="a Qwen2.5-Coder size, a named debug size, or debug/custom "
+                                                         "= the explicit fields below")
+    hidden_size: int = Field(64, ge=8)
+    num_hidden_layers: int = Field(2, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(176, ge=8)
+    rope_theta: float = Field(10_000.0, gt=0)
+    max_position_embeddings: int = Field(8192, ge=16)
+    tie_word_embeddings: bool = True
+    init_from: str | None = Field(None, description="continue pretraining from this HF checkpoint")
+
+
+class TrainSection(Section):
+    steps: int = Field(100, ge=1)
+    micro_batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    schedule: Literal["cosine", "wsd", "wcl", "constant"] = "cosine"
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    strategy: Literal["ddp", "fsdp2", "deepspeed"] = Field(
+        "ddp", description="data parallelism: DDP, FSDP2 (fully_shard per layer) or DeepSpeed ZeRO-2")
+    attention: Literal["auto", "sdpa", "flex", "varlen"] = Field(
+        "auto", description="document-masked attention: flex (FlexAttention BlockMask, GPU), sdpa (dense "
+                            "mask) or varlen (per-document sdpa, no SxS mask); auto = flex on GPU, on CPU "
+                            "sdpa below 2048-token rows and varlen from there")
+    activation_checkpointing: bool = False
+    compile: bool = Field(False, description="torch.compile each decoder layer and the loss chunk")
+    loss_chunk_tokens: int = Field(4096, ge=1, description="tokens per chunk of the chunked cross-entropy")
+    wsd_decay_fraction: float = Field(0.1, ge=0, le=1, description="WSD: share of steps in the decay phase")
+    wcl_linear_fraction: float = Field(0.1, ge=0, le=1, description="WCL: share of steps in the linear phase")
+    wcl_cosine_end: float = Field(0.62, gt=0, le=1, description="WCL: cosine phase ends at this x peak LR")
+    max_failures: int = Field(2, ge=0, description="Ray Train FailureConfig: worker-group restarts")
+    checkpoints_to_keep: int = Field(2, ge=1)
+    storage: str | None = Field(None, description="Ray Train storage (local path or s3://); default "
+                                                  "WORKDIR/ray_results")
+    peak_tflops: float | None = Field(None, gt=0, description="per-device peak for MFU (default: known GPUs)")
+
+
+class SandboxSection(Section):
+    """Where model-written code runs (coderforge.sandbox)."""
+
+    allow_unisolated: bool = Field(False, description="run with resource limits only where namespaces are "
+                                                      "unavailable (otherwise such runs are refused)")
+    workers: int | None = Field(None, ge=1, description="parallel programs; default: CPUs available")
+    scratch_mb: int = Field(64, ge=1, description="size of the per-run scratch tmpfs")
+    max_output_bytes: int = Field(65536, ge=1024)
+
+
+class EvalSection(Section):
+    humaneval_problems: int = Field(5, ge=0, le=164, description="first N HumanEval problems (0 = skip)")
+    max_new_tokens: int = Field(128, ge=1)
+    timeout_s: float = Field(5.0, gt=0)
+    memory_mb: int = Field(512, ge=64)
+    heldout_max_rows: int = Field(64, ge=1)
+    suite: list[Literal["heldout", "humaneval", "mbpp", "humaneval_plus", "mbpp_plus", "fim", "needle"]] = Field(
+        default_factory=lambda: ["heldout", "humaneval"], description="benchmarks the evaluate step runs")
+    mbpp_path: str | None = Field(None, description="MBPP JSONL (original or evalplus format)")
+    humaneval_plus_path: str | None = Field(None, description="HumanEval+ JSONL (evalplus format)")
+    mbpp_plus_path: str | None = Field(None, description="MBPP+ JSONL (evalplus format)")
+    jsonl_problems: int | None = Field(None, ge=1, description="first N problems of each JSONL benchmark")
+    samples: int = Field(1, ge=1, description="completions per problem (1 = greedy)")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy; >0 with samples>1 for pass@k")
+    pass_k: list[int] = Field(default_factory=lambda: [1])
+    fim_problems: int = Field(20, ge=1, le=164, description="HumanEval-FIM single-line tasks")
+    needle_lengths: list[int] = Field(default_factory=lambda: [256], description="haystack lengths in tokens")
+    needle_depths: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])
+    batch_size: int = Field(8, ge=1, description="prompts per generation batch")
+
+
+class TrackingSection(Section):
+    experiment: str = "coderforge"
+    uri: str | None = Field(None, description="MLflow tracking URI; MLFLOW_TRACKING_URI overrides; "
+                                             "default sqlite under the work directory")
+
+
