@@ -82,6 +82,17 @@ class LedgerSummary:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class DocRef:
+    """What the ledger needs of a document it records without its content: a file that never became a
+    document (refused or unreadable at ingest), or an entry replayed from a part ledger (give ``nbytes``)."""
+
+    id: str
+    repo: str
+    path: str
+    content: str = ""
+
+
 def _metric_safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)[:200]
 
@@ -109,6 +120,19 @@ class Ledger:
     def quarantine(self, doc_id: str, error: str, repo: str = "", path: str = "", nbytes: int = 0,
                    reason: str = "error"):
         self._add(doc_id, QUARANTINED, reason, error[:4000], repo, path, nbytes)
+
+    def replay(self, rows: list[dict], fixed: int = 0) -> None:
+        """Record the entries of another ledger (``Ledger.entries()`` rows, e.g. a shard's part ledger)."""
+        for row in rows:
+            ref = DocRef(row["id"], row["repo"], row["path"])
+            if row["status"] == KEPT:
+                self.keep(ref, detail=row["detail"], nbytes=row["bytes"])
+            elif row["status"] == DROPPED:
+                self.drop(ref, row["reason"], row["detail"], nbytes=row["bytes"])
+            else:
+                self.quarantine(row["id"], row["detail"], row["repo"], row["path"], row["bytes"],
+                                reason=row["reason"])
+        self.fixed += int(fixed)
 
     def __len__(self) -> int:
         return len(self._rows)

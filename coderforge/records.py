@@ -1,8 +1,15 @@
-"""The document schema and Parquet shards of documents.
+"""The document schema and the one API for document shards, used by every step (data and tokens).
 
 A document is one file: ``id, repo, path, lang, content, source, meta`` (``meta`` is a JSON object
 stored as a string so any step can add keys without a schema change). Shards are Parquet files
-named ``part-00000.parquet`` … under a directory/prefix; steps never modify their inputs.
+named ``part-00000.parquet`` … directly under a directory/prefix; steps never modify their inputs.
+A step's output directory also holds other files (``ledger.parquet``, ``_parts/`` …): only the
+``part-NNNNN.parquet`` files directly under the prefix are documents, and every reader below keeps
+to them (:func:`list_shards`).
+
+* write: :func:`write_shard` (one shard, atomic), :func:`write_documents` (consecutive shards);
+* list and count: :func:`list_shards`, :func:`shard_rows`, :func:`count_documents`, :func:`shard_index`;
+* read: :func:`read_shard`, :func:`read_documents` (every shard of a prefix, in order).
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import posixpath
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,6 +41,7 @@ DOC_SCHEMA = pa.schema(
 )
 
 SHARD_SUFFIX = ".parquet"
+_SHARD_RE = re.compile(r"^part-\d{5,}\.parquet$")
 
 
 @dataclass
@@ -108,15 +118,21 @@ def write_documents(prefix: str, docs: Iterable[Document], shard_size: int = 200
 
 
 def list_shards(prefix: str) -> list[str]:
-    """The document shards directly under ``prefix`` (``part-*.parquet``); a step's other Parquet
-    files (``ledger.parquet``) and subdirectories are not documents."""
-    base = prefix.rstrip("/")
+    """The document shards directly under ``prefix`` (``part-NNNNN.parquet``), in order: a step's other
+    Parquet files (``ledger.parquet``) and subdirectories are not documents."""
+    base = str(prefix).rstrip("/")
     out = []
     for uri in storage.list_uris(prefix, SHARD_SUFFIX):
-        rel = uri[len(base):].lstrip("/") if storage.is_s3(prefix) or uri.startswith(base) else uri
-        if "/" not in rel and rel.startswith("part-"):
+        rel = uri[len(base):].lstrip("/") if storage.is_s3(base) \
+            else posixpath.relpath(uri, storage.local_path(base).as_posix())
+        if "/" not in rel and _SHARD_RE.match(rel):
             out.append(uri)
     return out
+
+
+def shard_index(uri: str) -> int:
+    """The number of a shard (``.../part-00012.parquet`` → 12; also for names derived from it)."""
+    return int(uri.rsplit("part-", 1)[1].split(".", 1)[0])
 
 
 def read_shard(uri: str) -> Iterator[Document]:
@@ -130,8 +146,10 @@ def read_documents(prefix: str) -> Iterator[Document]:
         yield from read_shard(uri)
 
 
+def shard_rows(uri: str) -> int:
+    """Documents in one shard (from the Parquet footer; the rows are not read)."""
+    return pq.ParquetFile(io.BytesIO(storage.read_bytes(uri))).metadata.num_rows
+
+
 def count_documents(prefix: str) -> int:
-    total = 0
-    for uri in list_shards(prefix):
-        total += pq.ParquetFile(io.BytesIO(storage.read_bytes(uri))).metadata.num_rows
-    return total
+    return sum(shard_rows(uri) for uri in list_shards(prefix))

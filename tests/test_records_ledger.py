@@ -1,8 +1,17 @@
 import pytest
 
 from coderforge import ledger as ledger_mod
-from coderforge.ledger import Ledger, LedgerImbalance
-from coderforge.records import Document, count_documents, document_id, read_documents, write_documents
+from coderforge.ledger import DocRef, Ledger, LedgerImbalance
+from coderforge.records import (
+    Document,
+    count_documents,
+    document_id,
+    list_shards,
+    read_documents,
+    shard_index,
+    shard_rows,
+    write_documents,
+)
 
 
 def _docs(n):
@@ -68,3 +77,31 @@ def test_ledger_beside_shards_is_not_read_as_documents(tmp_path):
     (tmp_path / "sub").mkdir()
     write_documents(str(tmp_path / "sub"), _docs(2))
     assert list(read_documents(str(tmp_path))) == docs
+
+
+def test_list_shards_keeps_to_numbered_shards_directly_under_the_prefix(tmp_path):
+    uris = write_documents(str(tmp_path / "out"), _docs(5), shard_size=2)
+    for junk in ("ledger.parquet", "part-x.parquet", "part-00001.ledger.json", "_parts/part-00000.parquet"):
+        (tmp_path / "out" / junk).parent.mkdir(exist_ok=True)
+        (tmp_path / "out" / junk).write_bytes(b"")
+    assert list_shards(str(tmp_path / "out")) == uris
+    assert list_shards(f"file://{tmp_path}/out") == uris
+    assert [shard_index(u) for u in uris] == [0, 1, 2]
+    assert shard_index("x/_parts/part-00012.ledger.json") == 12
+    assert [shard_rows(u) for u in uris] == [2, 2, 1] and count_documents(f"file://{tmp_path}/out") == 5
+    assert list_shards(str(tmp_path / "missing")) == []
+
+
+def test_replayed_part_ledgers_equal_the_original(tmp_path):
+    docs = _docs(4)
+    part = Ledger("filter")
+    part.keep(docs[0], detail="ok")
+    part.drop(docs[1], "max_line_length", "1200 > 1000")
+    part.drop(DocRef(docs[2].id, "r", docs[2].path), "binary", nbytes=7)
+    part.quarantine(docs[3].id, "UnicodeDecodeError", repo="r", path=docs[3].path, nbytes=3,
+                    reason="encoding")
+    part.fixed = 2
+    merged = Ledger("filter")
+    merged.replay(part.entries(), part.fixed)
+    assert merged.entries() == part.entries() and merged.summary() == part.summary()
+    assert DocRef("a", "r", "p").content == ""

@@ -6,7 +6,8 @@ files of ``decontam.benchmarks`` (``name: path``; items ``<name>/<task_id or lin
 ``decontam.fields`` (prompt, canonical_solution, test, text, code, question, answer, …) form the
 n-grams. For HumanEval, prompt + canonical solution is also indexed as one text (a solved function).
 Tokens are whitespace-separated words, as in Qwen2.5-Coder's ``decont.py``; n-grams are hashed
-(xxh3-64 rolled over token hashes, vectorised), so a document check is one ``np.isin``.
+(xxh3-64 token hashes rolled by :func:`coderforge.data.ngrams.ngram_hashes`, the routine MinHash
+shingles use too), so a document check is one ``np.isin``.
 
 Function names (the second rule of ``decont.py``): HumanEval entry points and ``def name(`` names
 in JSONL code fields, at least ``min_name_length`` long and not generic (``main``, ``solution`` …),
@@ -29,39 +30,28 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import xxhash
 
 from coderforge import storage
 from coderforge.config import DecontamSection, RecipeConfig
+from coderforge.data.ngrams import ngram_hashes, whitespace_token_hashes
 from coderforge.data.shardstep import run_per_shard, write_part
 from coderforge.ledger import Ledger, read_ledger, reason_kind
 from coderforge.records import read_shard, write_shard
 from coderforge.steps import StepResult
 
-_ROLL = np.uint64(0x100000001B3)
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(|^\s*function\s+([A-Za-z_$][\w$]*)\s*\("
                   r"|^\s*(?:(?:public|private|protected|static|final|synchronized|abstract)\s+)+"
                   r"(?:[\w<>\[\],?]+\s+)+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
 _PY_DEF = re.compile(r"\bdef\s+([A-Za-z_]\w*)\s*\(")
-GENERIC_NAMES = frozenset({"main", "solution", "solve", "test", "check", "compare", "encrypt", "decrypt", "encode",
-                           "decode", "search", "count", "order", "parse", "helper", "process", "closest",
-                           "sort_array", "add", "multiply", "candidate", "setup", "run", "init", "__init__"})
+GENERIC_NAMES = frozenset({"main", "solution", "solve", "test", "check", "compare", "encrypt", "decrypt",
+                           "encode", "decode", "search", "count", "order", "parse", "helper", "process",
+                           "closest", "sort_array", "add", "multiply", "candidate", "setup", "run", "init",
+                           "__init__"})
 
 
-def ngram_hashes(text: str, n: int) -> np.ndarray:
+def text_ngram_hashes(text: str, n: int) -> np.ndarray:
     """Hashes (uint64) of the whitespace-token n-grams of ``text``; empty when it has fewer than n tokens."""
-    toks = text.split()
-    if len(toks) < n:
-        return np.zeros(0, dtype=np.uint64)
-    h = xxhash.xxh3_64_intdigest
-    table = {t: h(t.encode("utf-8", "surrogatepass")) for t in set(toks)}
-    th = np.fromiter(map(table.__getitem__, toks), dtype=np.uint64, count=len(toks))
-    m = len(th) - n + 1
-    with np.errstate(over="ignore"):
-        acc = th[:m].copy()
-        for k in range(1, n):
-            acc = acc * _ROLL + th[k:k + m]
-    return acc
+    return ngram_hashes(whitespace_token_hashes(text), n)
 
 
 def first_function_name(text: str) -> str | None:
@@ -91,7 +81,7 @@ class Decontaminator:
     items_per_benchmark: Counter = field(default_factory=Counter)
 
     def add_text(self, bench_item: str, text: str) -> None:
-        for h in ngram_hashes(text, self.n).tolist():
+        for h in text_ngram_hashes(text, self.n).tolist():
             self.owners.setdefault(h, set()).add(bench_item)
 
     def add_name(self, bench_item: str, name: str, min_len: int) -> None:
@@ -104,7 +94,7 @@ class Decontaminator:
 
     def check(self, text: str, function_names: bool = True, name_max_chars: int = 2000) -> Match | None:
         """The benchmark items ``text`` overlaps with (n-gram first, then the function-name rule)."""
-        hs = ngram_hashes(text, self.n)
+        hs = text_ngram_hashes(text, self.n)
         if len(hs) and len(self.hashes):
             hit = hs[np.isin(hs, self.hashes)]
             if len(hit):
@@ -215,7 +205,8 @@ def contamination_report(rows: list[dict]) -> dict:
         if row["status"] != "dropped" or reason_kind(row["reason"]) != "contaminated":
             continue
         bench = row["reason"].split(":", 1)[1].split("/", 1)[0]
-        entry = report.setdefault(bench, {"documents_removed": 0, "items_matched": Counter(), "rules": Counter()})
+        entry = report.setdefault(bench, {"documents_removed": 0, "items_matched": Counter(),
+                                          "rules": Counter()})
         entry["documents_removed"] += 1
         rule, _, items = row["detail"].partition(": ")
         entry["rules"][rule] += 1
@@ -250,7 +241,7 @@ def run_decontam(cfg: RecipeConfig, in_dir: str, out_dir: str, run) -> StepResul
     t_index = time.perf_counter() - t0
     shard_fn = decontam_shard
     if cfg.executor.kind == "ray":
-        from coderforge.executor import _ray_init
+        from coderforge.fanout import ray_init as _ray_init
 
         shard_fn = _SharedIndexShard(_ray_init(cfg.executor).put(dc))
     summary, info = run_per_shard(cfg, "decontam", in_dir, out_dir, shard_fn, run, sections=("decontam",))
@@ -260,6 +251,7 @@ def run_decontam(cfg: RecipeConfig, in_dir: str, out_dir: str, run) -> StepResul
     storage.write_text(report_uri, json.dumps(report, indent=2))
     metrics = {"index_ngrams": float(len(dc.hashes)), "index_seconds": t_index}
     for bench in dc.items_per_benchmark:
-        metrics[f"contaminated.{bench}"] = float(report["contamination"].get(bench, {}).get("documents_removed", 0))
+        removed = report["contamination"].get(bench, {}).get("documents_removed", 0)
+        metrics[f"contaminated.{bench}"] = float(removed)
     artifacts = [] if storage.is_s3(report_uri) else [report_uri]
     return StepResult(ledger=summary, metrics=metrics, artifacts=artifacts, info={**info, "report": report})

@@ -1,6 +1,6 @@
 """Ingest: repositories → document shards, every file seen accounted for in the ledger.
 
-Sources (``cfg.data.sources``), each read by :mod:`coderforge.data.sources`:
+Sources (``cfg.data.sources``), each read by :mod:`coderforge.data.sources` (one module per kind):
 
 * ``dir``: a directory; each top-level folder is a repository (loose top-level files form a
   repository named after the directory);
@@ -27,33 +27,71 @@ from collections.abc import Iterator
 
 from coderforge import storage
 from coderforge.config import RecipeConfig, SourceSpec
-from coderforge.data import sources as src
 from coderforge.data.encoding import EncodingError, decode_text, looks_binary
 from coderforge.data.languages import canonical_language, language_of
-from coderforge.data.shardstep import input_shards, replay
-from coderforge.ledger import Ledger
-from coderforge.records import Document, document_id, shard_name, write_shard
+from coderforge.data.sources import Entry, open_source
+from coderforge.ledger import DocRef, Ledger
+from coderforge.records import Document, document_id, list_shards, shard_name, write_shard
 from coderforge.steps import StepResult
 
 log = logging.getLogger("coderforge.ingest")
-
-
-class _Ref:
-    """What the ledger needs of a document that never became one."""
-
-    __slots__ = ("id", "repo", "path", "content")
-
-    def __init__(self, doc_id: str, repo: str, path: str):
-        self.id, self.repo, self.path, self.content = doc_id, repo, path, ""
 
 
 def source_label(spec: SourceSpec, index: int) -> str:
     return spec.name or f"source{index}"
 
 
-def ingest_entries(cfg: RecipeConfig, entries: Iterator[src.Entry], source: str, ledger: Ledger,
+def _record_refusal(ledger: Ledger, entry: Entry, ref: DocRef) -> None:
+    status, reason, detail = entry.refusal
+    if status == "quarantined":
+        ledger.quarantine(ref.id, detail, entry.repo, entry.path, entry.size or 0, reason=reason)
+    else:
+        ledger.drop(ref, reason, detail, nbytes=entry.size or 0)
+
+
+def _given_text(entry: Entry, ref: DocRef, ledger: Ledger, max_bytes: int) -> tuple[str, str, int] | None:
+    """A row's text as it came (``too_large`` and NUL checks); None when recorded as dropped."""
+    text = entry.text
+    nbytes = len(text.encode("utf-8", "surrogatepass"))
+    if nbytes > max_bytes:
+        ledger.drop(ref, "too_large", f"{nbytes} > {max_bytes}", nbytes=nbytes)
+        return None
+    if "\x00" in text:
+        ledger.drop(ref, "binary", "NUL character in content", nbytes=nbytes)
+        return None
+    return text, "utf-8", nbytes
+
+
+def _read_text(cfg: RecipeConfig, entry: Entry, ref: DocRef, ledger: Ledger) -> tuple[str, str, int] | None:
+    """A file's text, encoding and size in bytes, read at most ``max_file_bytes + 1`` bytes far;
+    None when the file was recorded as dropped (too large, binary) or quarantined (unreadable, encoding)."""
+    max_bytes = cfg.data.max_file_bytes
+    if entry.text is not None:
+        return _given_text(entry, ref, ledger, max_bytes)
+    try:
+        data = entry.read(max_bytes + 1)
+    except Exception as exc:  # noqa: BLE001 - OSError, truncated archives (EOFError, zlib.error)
+        ledger.quarantine(ref.id, f"{type(exc).__name__}: {exc}", entry.repo, entry.path,
+                          entry.size or 0, reason="unreadable")
+        return None
+    nbytes = len(data)
+    if nbytes > max_bytes:
+        ledger.drop(ref, "too_large", f"> {max_bytes}", nbytes=nbytes)
+        return None
+    if looks_binary(data):
+        ledger.drop(ref, "binary", "", nbytes=nbytes)
+        return None
+    try:
+        text, encoding = decode_text(data, detect=cfg.data.detect_encoding)
+    except EncodingError as exc:
+        ledger.quarantine(ref.id, str(exc), entry.repo, entry.path, nbytes, reason="encoding")
+        return None
+    return text, encoding, nbytes
+
+
+def ingest_entries(cfg: RecipeConfig, entries: Iterator[Entry], source: str, ledger: Ledger,
                    counter: list[int], seen: Ledger | None = None) -> Iterator[Document]:
-    """Turn source entries into documents, recording every entry in ``ledger`` (ids also unique in ``seen``)."""
+    """Turn source entries into documents, recording each entry in ``ledger`` (ids unique in ``seen`` too)."""
     max_bytes = cfg.data.max_file_bytes
     for entry in entries:
         counter[0] += 1
@@ -61,14 +99,10 @@ def ingest_entries(cfg: RecipeConfig, entries: Iterator[src.Entry], source: str,
         if ledger.status_of(doc_id) is not None or (seen is not None and seen.status_of(doc_id) is not None):
             # same source/repo/path twice (e.g. a tar with a repeated member): id made unique, still recorded
             doc_id = document_id(source, entry.repo, f"{entry.path}#{counter[0]}")
-        ref = _Ref(doc_id, entry.repo, entry.path)
+        ref = DocRef(doc_id, entry.repo, entry.path)
         try:
             if entry.refusal is not None:
-                status, reason, detail = entry.refusal
-                if status == "quarantined":
-                    ledger.quarantine(doc_id, detail, entry.repo, entry.path, entry.size or 0, reason=reason)
-                else:
-                    ledger.drop(ref, reason, detail, nbytes=entry.size or 0)
+                _record_refusal(ledger, entry, ref)
                 continue
             lang = canonical_language(entry.lang) if entry.lang else None
             lang = lang or language_of(entry.path)
@@ -78,34 +112,10 @@ def ingest_entries(cfg: RecipeConfig, entries: Iterator[src.Entry], source: str,
             if entry.size is not None and entry.size > max_bytes:
                 ledger.drop(ref, "too_large", f"{entry.size} > {max_bytes}", nbytes=entry.size)
                 continue
-            if entry.text is not None:
-                text, encoding = entry.text, "utf-8"
-                nbytes = len(text.encode("utf-8", "surrogatepass"))
-                if nbytes > max_bytes:
-                    ledger.drop(ref, "too_large", f"{nbytes} > {max_bytes}", nbytes=nbytes)
-                    continue
-                if "\x00" in text:
-                    ledger.drop(ref, "binary", "NUL character in content", nbytes=nbytes)
-                    continue
-            else:
-                try:
-                    data = entry.read(max_bytes + 1)
-                except Exception as exc:  # noqa: BLE001 - OSError, truncated archives (EOFError, zlib.error)
-                    ledger.quarantine(doc_id, f"{type(exc).__name__}: {exc}", entry.repo, entry.path,
-                                      entry.size or 0, reason="unreadable")
-                    continue
-                nbytes = len(data)
-                if nbytes > max_bytes:
-                    ledger.drop(ref, "too_large", f"> {max_bytes}", nbytes=nbytes)
-                    continue
-                if looks_binary(data):
-                    ledger.drop(ref, "binary", "", nbytes=nbytes)
-                    continue
-                try:
-                    text, encoding = decode_text(data, detect=cfg.data.detect_encoding)
-                except EncodingError as exc:
-                    ledger.quarantine(doc_id, str(exc), entry.repo, entry.path, nbytes, reason="encoding")
-                    continue
+            read = _read_text(cfg, entry, ref, ledger)
+            if read is None:
+                continue
+            text, encoding, nbytes = read
             meta = dict(entry.meta)
             if encoding != "utf-8":
                 meta["encoding"] = encoding
@@ -144,7 +154,7 @@ def _newest_mtime(uri: str) -> float | None:
 
 
 def _write_source(cfg: RecipeConfig, docs: Iterator[Document], out_dir: str, first: int) -> list[str]:
-    """Write ``docs`` as shards ``first, first + 1, ...`` (at least one, possibly empty, only for source 0)."""
+    """Write ``docs`` as shards ``first, first + 1, ...`` (none when ``docs`` is empty)."""
     names: list[str] = []
     batch: list[Document] = []
     for doc in docs:
@@ -181,29 +191,31 @@ def run_ingest(cfg: RecipeConfig, out_dir: str, run) -> StepResult:
                 record = json.loads(storage.read_text(record_uri))
             except ValueError:
                 record = {}
-            if record.get("key") == key and all(storage.exists(storage.join(out_dir, n)) for n in record["shards"]):
-                replay(ledger, record)
+            same_key = record.get("key") == key
+            if same_key and all(storage.exists(storage.join(out_dir, n)) for n in record["shards"]):
+                ledger.replay(record["rows"])
                 counter[0] += record["files_seen"]
                 per_source[label] = record["files_seen"]
                 names += record["shards"]
                 resumed += 1
-                log.info("ingest: source %s already ingested (%d shards), skipped", label, len(record["shards"]))
+                log.info("ingest: source %s already ingested (%d shards), skipped", label,
+                         len(record["shards"]))
                 continue
         before = counter[0]
         src_ledger = Ledger("ingest")
-        entries = src.open_source(spec, cfg.data)
-        written = _write_source(cfg, ingest_entries(cfg, entries, label, src_ledger, counter, ledger), out_dir, len(names))
+        docs = ingest_entries(cfg, open_source(spec, cfg.data), label, src_ledger, counter, ledger)
+        written = _write_source(cfg, docs, out_dir, len(names))
         per_source[label] = counter[0] - before
         names += written
         rows = src_ledger.entries()
-        replay(ledger, {"rows": rows})
-        storage.write_text(record_uri, json.dumps({"key": key, "shards": written, "files_seen": per_source[label],
-                                                   "rows": rows}))
+        ledger.replay(rows)
+        storage.write_text(record_uri, json.dumps({"key": key, "shards": written,
+                                                   "files_seen": per_source[label], "rows": rows}))
         log.info("ingest: source %s: %d files seen", label, per_source[label])
     if not names:
         names.append(shard_name(0))
         write_shard(storage.join(out_dir, names[0]), [])
-    for uri in input_shards(out_dir):  # shards of an earlier, larger run are not documents of this one
+    for uri in list_shards(out_dir):  # shards of an earlier, larger run are not documents of this one
         if uri.rsplit("/", 1)[-1] not in names:
             storage.delete_prefix(uri)
     summary = ledger.close(out_dir, expected_inputs=counter[0])

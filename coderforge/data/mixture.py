@@ -26,13 +26,12 @@ from dataclasses import dataclass, field, replace
 from coderforge import records
 from coderforge.ledger import Ledger
 from coderforge.steps import StepResult
-from coderforge.tokens import docio
 
 
 def token_counter(tokenizer_dir: str | None):
     """Exact token counts with a saved tokenizer, else ~4 characters per token."""
     if tokenizer_dir:
-        from coderforge.tokens.packing import plain_text_tokenizer
+        from coderforge.text_tokenizer import plain_text_tokenizer
 
         tok = plain_text_tokenizer(tokenizer_dir)
         return lambda texts: [len(e.ids) + 1 for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
@@ -100,7 +99,8 @@ def plan_mixture(sources: list[SourcePlan], ratios: dict[str, float], budget: in
     return budget
 
 
-def run_mixture(cfg, out_dir: str, run, tokenizer_dir: str | None = None, docs_dir: str | None = None) -> StepResult:
+def run_mixture(cfg, out_dir: str, run, tokenizer_dir: str | None = None,
+                docs_dir: str | None = None) -> StepResult:
     """Mix ``cfg.mixture.sources`` (plus ``docs_dir``, the pipeline's curated code, as the code source
     ``curated`` with weight ``mixture.curated_weight``) into one document set at ``out_dir``."""
     from coderforge.config import MixtureSource
@@ -108,13 +108,14 @@ def run_mixture(cfg, out_dir: str, run, tokenizer_dir: str | None = None, docs_d
     mc = cfg.mixture
     sources = list(mc.sources)
     if docs_dir:
-        sources.insert(0, MixtureSource(path=docs_dir, category="code", weight=mc.curated_weight, name="curated"))
+        sources.insert(0, MixtureSource(path=docs_dir, category="code", weight=mc.curated_weight,
+                                        name="curated"))
     if not sources:
         raise ValueError("mixture.sources is empty: name the document directories to mix")
     count = token_counter(tokenizer_dir)
     plans = []
     for i, src in enumerate(sources):
-        docs = list(docio.read_documents(src.path))
+        docs = list(records.read_documents(src.path))
         plans.append(SourcePlan(src.name or f"source{i}", src.category, src.weight, docs,
                                 count([d.content for d in docs]) if docs else []))
     budget = plan_mixture(plans, mc.ratios, mc.budget_tokens, cfg.run.seed, mc.max_repeat)
@@ -129,8 +130,8 @@ def run_mixture(cfg, out_dir: str, run, tokenizer_dir: str | None = None, docs_d
             ledger.keep(d, detail=f"{p.name} x{k}")
             for r in range(k):
                 out_docs.append(replace(d, id=d.id if r == 0 else f"{d.id}~r{r}",
-                                        meta={**d.meta, "mixture_source": p.name, "mixture_category": p.category,
-                                              "mixture_copy": r}))
+                                        meta={**d.meta, "mixture_source": p.name,
+                                              "mixture_category": p.category, "mixture_copy": r}))
     out_docs.sort(key=lambda d: _rank(cfg.run.seed + 1, d.id))  # interleave sources
     records.write_documents(out_dir, out_docs, cfg.executor.shard_size)
     summary = ledger.close(out_dir, expected_inputs=sum(len(p.docs) for p in plans))

@@ -36,7 +36,6 @@ from pathlib import Path
 from coderforge import records, storage
 from coderforge.ledger import Ledger
 from coderforge.steps import StepResult
-from coderforge.tokens import docio
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,8 @@ def _windows(text: str, lo: int = 200, hi: int = 1200) -> list[str]:
     return out
 
 
-_ROFF_ESC = re.compile(r"\\f[BIRP1-4]|\\f\(..|\\f\[[^]]*\]|\\\*\(..|\\\*\[[^]]*\]|\\\*.|\\\(..|\\\[[^]]*\]|\\[&|^%:]|\\s[-+]?\d")
+_ROFF_ESC = re.compile(r"\\f[BIRP1-4]|\\f\(..|\\f\[[^]]*\]|\\\*\(..|\\\*\[[^]]*\]|\\\*.|\\\(..|\\\[[^]]*\]"
+                       r"|\\[&|^%:]|\\s[-+]?\d")
 
 
 def roff_to_text(src: str) -> str:
@@ -163,7 +163,8 @@ def seed_corpus(max_per_source: int = 1500, seed: int = 0) -> tuple[list[str], l
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     mandir = Path("/usr/share/man")
     py_files = [p for p in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py"))]
-    rst_files = sorted(Path("/usr/share").glob("**/*.rst")) + sorted((stdlib / "site-packages").glob("**/*.rst"))
+    rst_files = sorted(Path("/usr/share").glob("**/*.rst")) + \
+        sorted((stdlib / "site-packages").glob("**/*.rst"))
     man_prog = [p for p in sorted((mandir / "man1").glob("*")) if PROGRAMMING_MAN.match(p.name)]
     man_other = [p for sec in UNRELATED_MAN_SECTIONS for p in sorted((mandir / sec).glob("*"))]
     legal = [p for p in sorted(Path("/usr/share/common-licenses").glob("*")) if p.is_file()]
@@ -270,7 +271,8 @@ def split_heldout(pos: list[str], neg: list[str], fraction: float = 0.2):
 
 
 def train_chain(train: list[tuple[str, bool]], heldout: list[tuple[str, bool]],
-                stages: list[StageSpec] | None = None, seed: int = 0, run=None) -> tuple[ClassifierChain, list[StageMetrics]]:
+                stages: list[StageSpec] | None = None, seed: int = 0,
+                run=None) -> tuple[ClassifierChain, list[StageMetrics]]:
     """Train each stage on what the previous one kept; measure every stage on held-out data."""
     import fasttext
 
@@ -309,7 +311,8 @@ def train_chain(train: list[tuple[str, bool]], heldout: list[tuple[str, bool]],
             for f in (0, 1):
                 fold_model = fit(spec, [cur_train[i] for i in folds[1 - f]], f"fold{f}", k)
                 holder = ClassifierChain([spec], [fold_model])
-                for i, keep in zip(folds[f], holder.keep_mask(0, [cur_train[i][0] for i in folds[f]]), strict=True):
+                mask = holder.keep_mask(0, [cur_train[i][0] for i in folds[f]])
+                for i, keep in zip(folds[f], mask, strict=True):
                     train_keep[i] = keep
             m = StageMetrics(spec.name, spec.threshold, len(cur_train), sum(g for _, g in cur_train),
                              p, r, cp, cr, sum(train_keep) / len(cur_train))
@@ -356,7 +359,7 @@ def run_quality(cfg, docs_dir: str, out_dir: str, run) -> StepResult:
                     ledger.drop(d, f"quality_rejected:{chain.stages[v].name}")
             batch.clear()
 
-        for d in docio.read_documents(docs_dir):
+        for d in records.read_documents(docs_dir):
             if d.lang in qc.apply_to_langs:
                 batch.append(d)
                 if len(batch) >= 512:
@@ -367,7 +370,7 @@ def run_quality(cfg, docs_dir: str, out_dir: str, run) -> StepResult:
         if batch:
             flush()
         records.write_documents(out_dir, kept_docs, cfg.executor.shard_size)
-    summary = ledger.close(out_dir, expected_inputs=docio.count_documents(docs_dir))
+    summary = ledger.close(out_dir, expected_inputs=records.count_documents(docs_dir))
     metrics = {}
     for s in info.get("stages", []):
         for key in ("precision", "recall", "chain_precision", "chain_recall"):

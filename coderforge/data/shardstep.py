@@ -9,45 +9,14 @@ inputs = kept + dropped + quarantined against the input shards' row counts.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import posixpath
-import re
 from collections.abc import Callable
-
-import pyarrow.parquet as pq
 
 from coderforge import storage
 from coderforge.config import RecipeConfig
-from coderforge.executor import map_tasks
-from coderforge.ledger import DROPPED, KEPT, Ledger, LedgerSummary
-from coderforge.records import shard_name
-
-_SHARD_RE = re.compile(r"^part-\d{5,}\.parquet$")
-
-
-def input_shards(in_dir: str) -> list[str]:
-    """Document shards directly under ``in_dir`` (not ledgers, not sub-folders)."""
-    base = str(in_dir).rstrip("/")
-    out = []
-    for uri in storage.list_uris(in_dir, ".parquet"):
-        rel = uri[len(base):].lstrip("/") if storage.is_s3(base) or base.startswith("file://") \
-            else posixpath.relpath(uri, storage.local_path(base).as_posix())
-        if "/" not in rel and _SHARD_RE.match(rel):
-            out.append(uri)
-    return out
-
-
-def read_output(out_dir: str):
-    """Documents of a step's output shards (``records.read_documents`` would also read ``ledger.parquet``)."""
-    from coderforge.records import read_shard
-
-    for uri in input_shards(out_dir):
-        yield from read_shard(uri)
-
-
-def shard_rows(uri: str) -> int:
-    return pq.ParquetFile(io.BytesIO(storage.read_bytes(uri))).metadata.num_rows
+from coderforge.fanout import map_tasks
+from coderforge.ledger import Ledger, LedgerSummary
+from coderforge.records import list_shards, shard_name, shard_rows, write_shard
 
 
 def part_uri(out_dir: str, index: int) -> str:
@@ -70,25 +39,6 @@ class _Task:
         body["key"] = key
         storage.write_text(part, json.dumps(body))
         return result
-
-
-class _Ref:
-    __slots__ = ("id", "repo", "path", "content")
-
-    def __init__(self, row: dict):
-        self.id, self.repo, self.path, self.content = row["id"], row["repo"], row["path"], ""
-
-
-def replay(ledger: Ledger, part: dict) -> None:
-    for row in part["rows"]:
-        if row["status"] == KEPT:
-            ledger.keep(_Ref(row), detail=row["detail"], nbytes=row["bytes"])
-        elif row["status"] == DROPPED:
-            ledger.drop(_Ref(row), row["reason"], row["detail"], nbytes=row["bytes"])
-        else:
-            ledger.quarantine(row["id"], row["detail"], row["repo"], row["path"], row["bytes"],
-                              reason=row["reason"])
-    ledger.fixed += int(part.get("fixed", 0))
 
 
 def _fingerprint(cfg: RecipeConfig, sections: tuple[str, ...], in_uri: str, rows: int, salt: str = "") -> str:
@@ -114,7 +64,7 @@ def run_per_shard(cfg: RecipeConfig, step: str, in_dir: str, out_dir: str,
     step reads, the input shard's URI and its row count (a changed recipe redoes the shard), plus
     ``salt`` (e.g. a global decision the shard's output depends on).
     """
-    shards = input_shards(in_dir)
+    shards = list_shards(in_dir)
     rows = [shard_rows(u) for u in shards]
     expected = sum(rows)
     tasks, skipped = [], 0
@@ -130,13 +80,11 @@ def run_per_shard(cfg: RecipeConfig, step: str, in_dir: str, out_dir: str,
     extras: dict = {}
     for i in range(len(shards)):
         part = json.loads(storage.read_text(part_uri(out_dir, i)))
-        replay(ledger, part)
+        ledger.replay(part["rows"], part.get("fixed", 0))
         for k, v in part.items():
             if k not in ("rows", "fixed", "key") and isinstance(v, int | float):
                 extras[k] = extras.get(k, 0) + v
     if not shards:
-        from coderforge.records import write_shard
-
         write_shard(storage.join(out_dir, shard_name(0)), [])
     summary = ledger.close(out_dir, expected_inputs=expected)
     return summary, {"shards": len(shards), "shards_resumed": skipped, **extras}

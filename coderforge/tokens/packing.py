@@ -34,10 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
-from coderforge import storage
+from coderforge import records, storage
 from coderforge.ledger import Ledger
 from coderforge.steps import StepResult
-from coderforge.tokens import docio
+from coderforge.text_tokenizer import plain_text_tokenizer
 from coderforge.tokens import formats as F
 from coderforge.tokens.shards import TokenShardWriter
 from coderforge.tokens.tokenizer import TokenizerInfo, tokenizer_info
@@ -45,14 +45,6 @@ from coderforge.tokens.tokenizer import TokenizerInfo, tokenizer_info
 log = logging.getLogger(__name__)
 
 ENCODE_BATCH = 256
-
-
-def plain_text_tokenizer(tokenizer_dir: str | Path) -> Tokenizer:
-    """The tokenizer without its added tokens: text never turns into control tokens."""
-    path = Path(tokenizer_dir)
-    data = json.loads((path / "tokenizer.json" if path.is_dir() else path).read_text())
-    data["added_tokens"] = []
-    return Tokenizer.from_str(json.dumps(data))
 
 
 def heldout_unit(doc_id: str) -> float:
@@ -456,10 +448,10 @@ def run_pack(cfg, docs_dir: str, tokenizer_dir: str, out_dir: str, run, stage: s
         else:
             tok_local = storage.local_path(tokenizer_dir)
         local_out = Path(tmp) / "out" if storage.is_s3(out_dir) else storage.local_path(out_dir)
-        metas = pack_documents(cfg, docio.read_documents(docs_dir), tok_local, local_out, ledger, stage)
+        metas = pack_documents(cfg, records.read_documents(docs_dir), tok_local, local_out, ledger, stage)
         if storage.is_s3(out_dir):
             storage.upload_dir(local_out, out_dir)
-    summary = ledger.close(out_dir, expected_inputs=docio.count_documents(docs_dir))
+    summary = ledger.close(out_dir, expected_inputs=records.count_documents(docs_dir))
     tr, ho = metas["train"], metas["heldout"]
     real = tr["tokens_real"] + ho["tokens_real"]
     pad = tr["tokens_pad"] + ho["tokens_pad"]

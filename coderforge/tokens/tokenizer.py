@@ -33,10 +33,9 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
-from coderforge import storage
+from coderforge import records, storage
 from coderforge.ledger import Ledger
 from coderforge.steps import StepResult
-from coderforge.tokens import docio
 
 log = logging.getLogger(__name__)
 
@@ -280,10 +279,10 @@ def _hash_unit(doc_id: str, salt: str) -> float:
 def _training_texts(docs_dir: str, budget: int, ledger: Ledger) -> Iterator[str]:
     """Documents for BPE training: all of them if they fit ``budget`` characters, else a
     deterministic hash sample of about ``budget`` characters. Every document lands in ``ledger``."""
-    total = sum(len(d.content) for d in docio.read_documents(docs_dir))
+    total = sum(len(d.content) for d in records.read_documents(docs_dir))
     rate = 1.0 if total <= budget else budget / total
     used = 0
-    for doc in docio.read_documents(docs_dir):
+    for doc in records.read_documents(docs_dir):
         if not doc.content:
             ledger.drop(doc, "empty")
         elif (rate >= 1.0 or _hash_unit(doc.id, "tokenizer") < rate) and used + len(doc.content) <= budget:
@@ -320,7 +319,7 @@ def run_tokenizer(cfg, docs_dir: str, out_dir: str, run) -> StepResult:
 
             tok = train_bpe(counted(), tc.vocab_size, tc.min_frequency)
             save_hf(tok, local, model_max_length=max(cfg.pack.seq_len, 32768))
-            summary = ledger.close(out_dir, expected_inputs=docio.count_documents(docs_dir))
+            summary = ledger.close(out_dir, expected_inputs=records.count_documents(docs_dir))
         info = tokenizer_info(local)
         hf = load_hf(local)  # fails here, not in training, if transformers cannot load it
         if len(hf) != info.vocab_size:

@@ -1,4 +1,4 @@
-"""Fixtures for the data-curation tests: recipes over given sources, and a real JDK source archive."""
+"""Fixtures for the data-curation tests: recipes over given sources, real source files, a JDK source zip."""
 
 from __future__ import annotations
 
@@ -25,3 +25,14 @@ def jdk_src_zip() -> Path:
 def recipe(sources: list[dict], **sections) -> RecipeConfig:
     data = {"data": {"sources": sources, **sections.pop("data", {})}, **sections}
     return RecipeConfig.model_validate(data)
+
+
+def stdlib_files(stdlib_dir: Path, n: int) -> list[str]:
+    """Up to ``n`` real Python files (3–60 KB) of the standard library, in a fixed order."""
+    out = []
+    for p in [f for pkg in ("email", "json", "logging", "http", "importlib", "concurrent", "xml", "urllib",
+                            "asyncio", "unittest") for f in sorted((stdlib_dir / pkg).rglob("*.py"))]:
+        text = p.read_text()
+        if 3000 < len(text) < 60000:
+            out.append(text)
+    return out[:n]

@@ -77,7 +77,8 @@ def test_python2_and_syntax_errors_and_tree_sitter():
 
 
 def test_data_dense_and_repetitive():
-    dna = "seq = (\n" + "".join(f"    '{'ACGT' * 15}'\n" for _ in range(40)) + ")\n\ndef f():\n    return seq\n"
+    dna = "seq = (\n" + "".join(f"    '{'ACGT' * 15}'\n" for _ in range(40)) + \
+        ")\n\ndef f():\n    return seq\n"
     branches = "def f(x):\n    if x == 0:\n        return 0\n" + "".join(
         f"    elif x == {i}:\n        return {i * 3}\n" for i in range(1, 80)) + "    return -1\n"
     table = "T = [\n" + "".join(f"    {i}.5, {i * 7}.25, {i * 13}.125,\n" for i in range(300)) + "]\n"
@@ -90,7 +91,8 @@ def test_data_dense_and_repetitive():
 def test_ruff_drops_undefined_names_and_records_whitespace_fixes():
     fixable = "import os  \n\n\n\n\ndef f():   \n    return os.sep\n\n\n\n"
     ledger = Ledger("t")
-    kept = build_chain(CFG).run([doc(fixable, "fix.py"), doc("def g():\n    return nope\n", "undef.py")], ledger)
+    kept = build_chain(CFG).run([doc(fixable, "fix.py"), doc("def g():\n    return nope\n", "undef.py")],
+                                ledger)
     rows = {e["path"]: e for e in ledger.entries()}
     assert rows["undef.py"]["reason"] == "undefined_name" and "nope" in rows["undef.py"]["detail"]
     assert rows["fix.py"]["status"] == "kept" and "ruff_fix" in rows["fix.py"]["detail"]
@@ -140,7 +142,8 @@ def test_run_filter_on_ray_matches_local(tmp_path):
     docs += [doc('print "x"\n', f"p{i}.py") for i in range(5)]
     write_documents(str(tmp_path / "in"), docs, shard_size=10)
     local = run_filter(CFG, str(tmp_path / "in"), str(tmp_path / "local"), NullRun()).ledger
-    ray_cfg = CFG.model_copy(update={"executor": CFG.executor.model_copy(update={"kind": "ray", "num_cpus": 2})})
+    ray_executor = CFG.executor.model_copy(update={"kind": "ray", "num_cpus": 2})
+    ray_cfg = CFG.model_copy(update={"executor": ray_executor})
     try:
         on_ray = run_filter(ray_cfg, str(tmp_path / "in"), str(tmp_path / "ray"), NullRun()).ledger
     finally:

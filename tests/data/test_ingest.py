@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 
 from coderforge.data.ingest import run_ingest
 from coderforge.data.languages import CODE_LANGUAGES, language_of
-from coderforge.data.shardstep import read_output as read_documents  # noqa: I001
 from coderforge.ledger import read_ledger, read_summary
+from coderforge.records import read_documents
 from coderforge.tracking import NullRun
 from tests.data.conftest import recipe
 
@@ -39,7 +39,8 @@ def hostile_tree(root: Path) -> Path:
     (repo / "pkg").mkdir(parents=True)
     (repo / "pkg" / "ok.py").write_text("def f():\n    return 1\n")
     (repo / "blob.c").write_bytes(b"\x7fELF\x02\x01\x00\x00" + os.urandom(2000))
-    (repo / "latin1.py").write_bytes("# caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, d\u00e9j\u00e0 vu\nx = 'na\u00efve'\n"
+    (repo / "latin1.py").write_bytes("# caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, d\u00e9j\u00e0 vu\n"
+                                     "x = 'na\u00efve'\n"
                                      .encode("latin-1") * 20)
     (repo / "garbage.py").write_bytes(b"x = 1\n" + bytes([0xff, 0xfe, 0x81, 0x90, 0x9d, 0x8d]) * 50)
     with open(repo / "huge.js", "wb") as fh:  # 50 MB on a single line
@@ -77,7 +78,8 @@ def _tar_with(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]):
             tf.addfile(info, io.BytesIO(data) if data is not None else None)
 
 
-def _info(name: str, data: bytes = b"", kind=tarfile.REGTYPE, link: str = "") -> tuple[tarfile.TarInfo, bytes]:
+def _info(name: str, data: bytes = b"", kind=tarfile.REGTYPE,
+          link: str = "") -> tuple[tarfile.TarInfo, bytes]:
     ti = tarfile.TarInfo(name)
     ti.type, ti.linkname, ti.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
     return ti, data if kind == tarfile.REGTYPE else None
@@ -176,7 +178,8 @@ def test_git_repository_and_empty_repository(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     _git("init", "-q", cwd=empty)
-    cfg = recipe([{"uri": str(repo), "kind": "git", "name": "g"}, {"uri": str(empty), "kind": "git", "name": "e"}])
+    cfg = recipe([{"uri": str(repo), "kind": "git", "name": "g"},
+                  {"uri": str(empty), "kind": "git", "name": "e"}])
     out = tmp_path / "out"
     s = run_ingest(cfg, str(out), NullRun()).ledger
     assert s.inputs == 3 and s.kept == 2 and _reasons(out)["symlink_escape"] == 1
@@ -187,11 +190,13 @@ def test_git_repository_and_empty_repository(tmp_path):
 
 def test_real_corpora_stdlib_jdk_npm_headers(tmp_path, stdlib_dir, jdk_src_zip):
     cfg = recipe([
-        {"uri": str(stdlib_dir), "kind": "dir", "name": "stdlib", "repos": ["json", "email", "logging", "http"]},
+        {"uri": str(stdlib_dir), "kind": "dir", "name": "stdlib",
+         "repos": ["json", "email", "logging", "http"]},
         {"uri": str(jdk_src_zip), "name": "jdk", "repos": ["java.sql"], "max_files_per_repo": 60},
         {"uri": "/usr/lib/node_modules/npm", "kind": "dir", "name": "npm", "repos": ["lib"],
          "max_files_per_repo": 80},
-        {"uri": "/usr/include", "kind": "dir", "name": "headers", "repos": ["linux"], "max_files_per_repo": 80},
+        {"uri": "/usr/include", "kind": "dir", "name": "headers", "repos": ["linux"],
+         "max_files_per_repo": 80},
     ], executor={"shard_size": 100})
     out = tmp_path / "out"
     res = run_ingest(cfg, str(out), NullRun())

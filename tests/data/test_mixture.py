@@ -11,7 +11,6 @@ import sympy
 from coderforge import ledger, records
 from coderforge.config import RecipeConfig
 from coderforge.data.mixture import run_mixture
-from coderforge.tokens import docio
 from coderforge.tracking import NullRun
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -31,7 +30,8 @@ def sources(tmp_path_factory):
     base = tmp_path_factory.mktemp("mix")
     code = _docs([p for pkg in ("email", "json", "xml", "logging", "importlib", "concurrent")
                   for p in sorted((STDLIB / pkg).rglob("*.py"))], STDLIB, "code")
-    code_small = _docs([p for pkg in ("http", "urllib", "wsgiref") for p in sorted((STDLIB / pkg).rglob("*.py"))],
+    code_small = _docs([p for pkg in ("http", "urllib", "wsgiref")
+                        for p in sorted((STDLIB / pkg).rglob("*.py"))],
                        STDLIB, "code2")
     lic = Path("/usr/share/common-licenses")
     text = _docs(sorted(p for p in lic.iterdir() if p.is_file()), lic, "licenses")
@@ -56,31 +56,34 @@ def _cfg(sources, **mixture) -> RecipeConfig:
 def test_default_mixture_hits_70_20_10(sources, tmp_path):
     res = run_mixture(_cfg(sources), str(tmp_path / "a"), NullRun())
     m = res.metrics
-    assert abs(m["ratio.code"] - 0.7) < 0.02 and abs(m["ratio.text"] - 0.2) < 0.02 and abs(m["ratio.math"] - 0.1) < 0.02
+    assert abs(m["ratio.code"] - 0.7) < 0.02 and abs(m["ratio.text"] - 0.2) < 0.02 and \
+        abs(m["ratio.math"] - 0.1) < 0.02
     assert abs(m["tokens"] - m["budget_tokens"]) / m["budget_tokens"] < 0.03
     # the default budget upsamples nothing beyond what the scarcest category needs
-    assert res.info["sources"]["sympy-ntheory"]["factor"] <= 1.0 + 1e-9 or res.info["sources"]["licenses"]["factor"] <= 1.0
+    assert res.info["sources"]["sympy-ntheory"]["factor"] <= 1.0 + 1e-9 or \
+        res.info["sources"]["licenses"]["factor"] <= 1.0
     rows = ledger.read_ledger(str(tmp_path / "a"))
     n_in = sum(len(d) for _, d in sources.values())
     assert len(rows) == n_in == res.ledger.inputs
     assert {r["reason"] for r in rows if r["status"] == "dropped"} <= {"downsampled"}
-    out = list(docio.read_documents(str(tmp_path / "a")))
+    out = list(records.read_documents(str(tmp_path / "a")))
     assert len({d.id for d in out}) == len(out)
     assert {d.meta["mixture_category"] for d in out} == {"code", "text", "math"}
     again = run_mixture(_cfg(sources), str(tmp_path / "b"), NullRun())
     assert again.metrics == res.metrics
-    assert [d.id for d in docio.read_documents(str(tmp_path / "b"))] == [d.id for d in out]
+    assert [d.id for d in records.read_documents(str(tmp_path / "b"))] == [d.id for d in out]
 
 
 def test_upsampling_repeats_scarce_sources_and_caps_at_max_repeat(sources, tmp_path):
     cfg = _cfg(sources, ratios={"code": 0.5, "text": 0.25, "math": 0.25}, max_repeat=3.0)
     base = run_mixture(cfg, str(tmp_path / "base"), NullRun()).metrics["budget_tokens"]
-    cfg = _cfg(sources, ratios={"code": 0.5, "text": 0.25, "math": 0.25}, max_repeat=3.0, budget_tokens=base * 2)
+    cfg = _cfg(sources, ratios={"code": 0.5, "text": 0.25, "math": 0.25}, max_repeat=3.0,
+               budget_tokens=base * 2)
     res = run_mixture(cfg, str(tmp_path / "up"), NullRun())
     info = res.info["sources"]
     scarce = min(("licenses", "sympy-ntheory"), key=lambda n: info[n]["available"])
     assert 1.5 < info[scarce]["factor"] <= 3.0
-    out = list(docio.read_documents(str(tmp_path / "up")))
+    out = list(records.read_documents(str(tmp_path / "up")))
     copies = [d for d in out if "~r" in d.id]
     assert copies and all(d.meta["mixture_copy"] >= 1 for d in copies)
     assert len({d.id for d in out}) == len(out)

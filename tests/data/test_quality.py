@@ -8,7 +8,6 @@ from mlflow.tracking import MlflowClient
 from coderforge import ledger, records
 from coderforge.config import RecipeConfig
 from coderforge.data import quality as Q
-from coderforge.tokens import docio
 from coderforge.tracking import StepRun
 
 
@@ -81,7 +80,7 @@ def test_run_quality_filters_text_documents_only(seed, tmp_path, mlflow_uri):
     kept_neg = sum(rows[f"n{i}"]["status"] == "kept" for i in range(30))
     assert kept_pos >= 24 and kept_neg <= 6
     assert all(r["reason"].startswith("quality_rejected:") for r in rows.values() if r["status"] == "dropped")
-    out_ids = {d.id for d in docio.read_documents(str(tmp_path / "out"))}
+    out_ids = {d.id for d in records.read_documents(str(tmp_path / "out"))}
     assert out_ids == {i for i, r in rows.items() if r["status"] == "kept"}
     assert "quality.fine.precision" in res.metrics
     # the saved chain loads and gives the same verdicts

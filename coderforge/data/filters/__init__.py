@@ -2,7 +2,7 @@
 
 ``build_chain(cfg)`` assembles the filters the recipe enables, in recipe order (recipe.md §4.1,
 then Abacus §9.2: syntax → data-dense → Ruff). ``run_filter`` applies the chain to every input
-shard (in-process or on Ray, see ``coderforge.executor``), writing kept documents shard by shard
+shard (in-process or on Ray, see ``coderforge.fanout``), writing kept documents shard by shard
 and one ledger; a filter raising on a document quarantines that document.
 """
 

@@ -106,7 +106,8 @@ class FilterChain:
                         out = step.fix(doc)
                         if out is not None:
                             doc = out[0]
-                            fixes.setdefault(doc.id, []).append(f"{step.name}:{out[1]}" if out[1] else step.name)
+                            note = f"{step.name}:{out[1]}" if out[1] else step.name
+                            fixes.setdefault(doc.id, []).append(note)
                         survivors.append(doc)
                         continue
                     reason = _reason(step.name, step.keep(doc))
@@ -165,6 +166,7 @@ class FilterChain:
                 continue
             if v.fixed is not None:
                 doc = v.fixed
-                fixes.setdefault(doc.id, []).append(f"{step.name}:{v.fix_detail}" if v.fix_detail else step.name)
+                note = f"{step.name}:{v.fix_detail}" if v.fix_detail else step.name
+                fixes.setdefault(doc.id, []).append(note)
             out.append(doc)
         return out

@@ -30,11 +30,12 @@ _NUMBER = re.compile(r"(?<![\w.])(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][-+]?\d+)?
 _WS = re.compile(r"\s+")
 _TRIVIAL = frozenset({"", "}", "{", "};", ")", ");", "]", "];", "end", "else:", "else", "pass", "break;",
                       "break", "return;", "*/", "/*", "*", "#", "//", "fi", "done", "esac", "endif", "});",
-                      "})", "},", "try:", "finally:", "begin", "end;", "'''", '"""', "<br>", "</div>", "<div>"})
+                      "})", "},", "try:", "finally:", "begin", "end;", "'''", '"""', "<br>", "</div>",
+                      "<div>"})
 _COMMENT_START = ("*", "//", "#", "/*", "--", ";", "%", "'", "<!--", "@param", "@return", "@throws")
 _HWS = re.compile(r"[^\S\n]+")
-_BRANCH_LINE = re.compile(r"^[^\S\n]*(?:elif\b|else[^\S\n]+if\b|\}[^\S\n]*else[^\S\n]+if\b|case\b|when\b|elsif\b"
-                          r"|elseif\b)[^\n]*", re.MULTILINE)
+_BRANCH_LINE = re.compile(r"^[^\S\n]*(?:elif\b|else[^\S\n]+if\b|\}[^\S\n]*else[^\S\n]+if\b|case\b|when\b"
+                          r"|elsif\b|elseif\b)[^\n]*", re.MULTILINE)
 
 
 _PY_TOKEN = re.compile(  # possessive quantifiers: no backtracking into a token (linear time)
@@ -146,10 +147,11 @@ class RepetitionFilter(DocumentFilter):
 
     def keep(self, doc: Document) -> Verdict:
         s = self.s
-        # one regex pass over the lines joined by "\n" (no line holds one after splitlines) instead of one per line
+        # one regex pass over the lines joined by "\n" (no line holds one after splitlines), not one per line
         joined = "\n".join(doc.content.splitlines())
         lines = [ln.strip() for ln in _HWS.sub(" ", joined).split("\n")]
-        lines = [ln for ln in lines if ln not in _TRIVIAL and len(ln) > 3 and not ln.startswith(_COMMENT_START)]
+        lines = [ln for ln in lines
+                 if ln not in _TRIVIAL and len(ln) > 3 and not ln.startswith(_COMMENT_START)]
         if len(lines) < s.min_lines_for_repetition:
             return True
         dup = 1.0 - len(set(lines)) / len(lines)

@@ -77,8 +77,8 @@ class RuffUndefinedNameFilter(_RuffBatches):
         super().__init__(s.drop_rules, s)
 
     def ruff_args(self) -> list[str]:
-        return ["check", "--isolated", "--no-cache", "--select", ",".join(self.rules), "--output-format", "json",
-                "--exit-zero"]
+        return ["check", "--isolated", "--no-cache", "--select", ",".join(self.rules),
+                "--output-format", "json", "--exit-zero"]
 
     def verdicts(self, docs, paths, proc) -> list[BatchVerdict]:
         findings: dict[str, list[str]] = {}
@@ -100,8 +100,8 @@ class RuffAutoFix(_RuffBatches):
         super().__init__(s.fix_rules, s)
 
     def ruff_args(self) -> list[str]:
-        return ["check", "--isolated", "--no-cache", "--preview", "--fix", "--exit-zero", "--quiet", "--select",
-                ",".join(self.rules)]
+        return ["check", "--isolated", "--no-cache", "--preview", "--fix", "--exit-zero", "--quiet",
+                "--select", ",".join(self.rules)]
 
     def verdicts(self, docs, paths, proc) -> list[BatchVerdict]:
         out = []

@@ -21,8 +21,8 @@ from coderforge.records import Document
 
 # our language names → tree-sitter-language-pack grammar names
 GRAMMARS: dict[str, str] = {
-    "java": "java", "javascript": "javascript", "typescript": "typescript", "c": "c", "c++": "cpp", "go": "go",
-    "rust": "rust", "c#": "csharp", "php": "php", "ruby": "ruby", "shell": "bash", "cuda": "cuda",
+    "java": "java", "javascript": "javascript", "typescript": "typescript", "c": "c", "c++": "cpp",
+    "go": "go", "rust": "rust", "c#": "csharp", "php": "php", "ruby": "ruby", "shell": "bash", "cuda": "cuda",
     "kotlin": "kotlin", "scala": "scala", "swift": "swift", "lua": "lua", "css": "css", "haskell": "haskell",
     "ocaml": "ocaml", "elixir": "elixir", "erlang": "erlang", "julia": "julia", "dart": "dart", "zig": "zig",
 }

@@ -1,50 +1,22 @@
-"""Source readers for ingest: each yields :class:`Entry` objects, one per file (or row) seen.
+"""A local directory as a source: each top-level folder is a repository (loose top-level files form a
+repository named after the directory), walked in sorted order.
 
-An entry is either readable (``read(limit)`` or ready ``text``) or a *refusal*: a
-``(status, reason, detail)`` triple the ingest step records as it is (a traversal path in an
-archive, a symlink leaving the tree, a zip bomb, a malformed row …). Readers never raise for one
-bad file; a source that cannot be opened at all raises :class:`SourceError`.
+Symlinks are followed only to files inside the tree (``symlink_escape`` otherwise; directories are
+not followed: ``symlink_dir``); version-control metadata (``.git`` …) is skipped; fifos, sockets and
+devices are refused (``not_regular_file``); unreadable paths are quarantined.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from coderforge import storage
 from coderforge.config import DataSection, SourceSpec
-from coderforge.data.languages import language_of
+from coderforge.data.sources.entry import Entry, SourceError, refused
 
 VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr"})
-
-
-class SourceError(RuntimeError):
-    """A whole source cannot be read (missing path, not a repository, unknown format)."""
-
-
-@dataclass
-class Entry:
-    repo: str
-    path: str
-    size: int | None = None
-    reader: Callable[[int], bytes] | None = None
-    text: str | None = None
-    lang: str | None = None
-    doc_id: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    refusal: tuple[str, str, str] | None = None
-
-    def read(self, limit: int) -> bytes:
-        if self.reader is None:
-            raise OSError("entry has no content")
-        return self.reader(limit)
-
-
-def refused(repo: str, path: str, reason: str, detail: str, size: int = 0, status: str = "dropped") -> Entry:
-    return Entry(repo=repo, path=path, size=size, refusal=(status, reason, detail))
 
 
 def _file_reader(path: str) -> Callable[[int], bytes]:
@@ -119,50 +91,3 @@ def dir_entries(spec: SourceSpec, data: DataSection) -> Iterator[Entry]:
         for entry in _walk_dir(loose_repo, Path(root), root):
             if entry.path.split("/", 1)[0] in names:
                 yield entry
-
-
-def cap_per_repo(entries: Iterator[Entry], limit: int | None) -> Iterator[Entry]:
-    """At most ``limit`` readable files of a known language per repository; others beyond are not read."""
-    if limit is None:
-        yield from entries
-        return
-    counts: dict[str, int] = {}
-    for entry in entries:
-        if entry.refusal is None and (entry.lang or language_of(entry.path)):
-            n = counts.get(entry.repo, 0)
-            if n >= limit:
-                continue
-            counts[entry.repo] = n + 1
-        yield entry
-
-
-def detect_kind(spec: SourceSpec) -> str:
-    if spec.kind != "auto":
-        return spec.kind
-    uri = spec.uri.lower()
-    if uri.endswith((".parquet", ".pq")):
-        return "parquet"
-    if uri.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".json.gz")):
-        return "jsonl"
-    if uri.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip", ".jar")):
-        return "archive"
-    if uri.endswith(".git") or uri.startswith(("git@", "git://", "https://", "http://", "ssh://")):
-        return "git"
-    if not storage.is_s3(spec.uri):
-        p = storage.local_path(spec.uri)
-        if p.is_dir() and (p / ".git").exists() and spec.repo_name:
-            return "git"
-        if p.is_file():
-            return "archive"
-    return "dir"
-
-
-def open_source(spec: SourceSpec, data: DataSection) -> Iterator[Entry]:
-    kind = detect_kind(spec)
-    if kind == "dir":
-        entries = dir_entries(spec, data)
-    else:
-        from coderforge.data import sources_ext
-
-        entries = sources_ext.open_kind(kind, spec, data)
-    return cap_per_repo(entries, spec.max_files_per_repo)
