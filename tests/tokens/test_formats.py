@@ -82,7 +82,8 @@ def test_repo_level_format_is_byte_exact():
     rng = np.random.default_rng(1)
     pieces = F.repo_sample("acme/calc", files, fim_last=True, rng=rng)
     text = F.render(pieces)
-    head = "<|repo_name|>acme/calc\n<|file_sep|>src/util.py\ndef add(a, b):\n    return a + b\n\n<|file_sep|>src/main.py\n"
+    head = ("<|repo_name|>acme/calc\n<|file_sep|>src/util.py\ndef add(a, b):\n    return a + b\n\n"
+            "<|file_sep|>src/main.py\n")
     assert text.startswith(head + "<|fim_prefix|>")
     tail = text[len(head):]
     assert tail.endswith("<|endoftext|>")

@@ -133,7 +133,8 @@ def test_pack_to_and_from_s3(s3_env, small_docs, small_tokenizer):
 
 
 ADVERSARIAL = [
-    "", " ", "\n", "x", "  \n\n  \t\n x", "a\r\nb\r\n\r\n  c", "IT'S it's It'Ll we'VE 'd'", "\x1c\x1d x\x1f", "\x0b\x0c\t y",
+    "", " ", "\n", "x", "  \n\n  \t\n x", "a\r\nb\r\n\r\n  c", "IT'S it's It'Ll we'VE 'd'", "\x1c\x1d x\x1f",
+    "\x0b\x0c\t y",
     "tab\tand  spaces   \n", "trailing   ", "12345 6.78e-9 0x1F", "a+=b**2;//c", "'''doc''' \"\"\"", "  \n",
     "caf\u00e9 na\u0308ive \u00bd \u2163 \u4e2d\u6587", "def f():\n\treturn 1\n\n\n", "<|endoftext|> <|fim_prefix|>",
 ]
