@@ -91,30 +91,38 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}{SHARD_SUFFIX}"
 
 
-def write_shard(uri: str, docs: Iterable[Document]) -> int:
-    """Write one Parquet shard atomically; returns the number of documents written."""
-    rows = [d.to_row() for d in docs]
-    table = pa.Table.from_pylist(rows, schema=DOC_SCHEMA)
+def write_rows(uri: str, rows: list[dict], schema: pa.Schema) -> int:
+    """Write one Parquet shard of ``rows`` atomically; returns the number of rows written."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf, compression="zstd")
     storage.write_bytes(uri, buf.getvalue())
     return len(rows)
 
 
-def write_documents(prefix: str, docs: Iterable[Document], shard_size: int = 2000) -> list[str]:
-    """Write documents as consecutive shards under ``prefix``; returns the shard URIs."""
+def write_row_shards(prefix: str, rows: Iterable[dict], schema: pa.Schema, shard_size: int = 2000) -> list[str]:
+    """Write rows as consecutive shards under ``prefix`` (at least one, maybe empty); returns the URIs."""
     uris: list[str] = []
-    batch: list[Document] = []
-    for doc in docs:
-        batch.append(doc)
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
         if len(batch) >= shard_size:
             uris.append(storage.join(prefix, shard_name(len(uris))))
-            write_shard(uris[-1], batch)
+            write_rows(uris[-1], batch, schema)
             batch = []
     if batch or not uris:
         uris.append(storage.join(prefix, shard_name(len(uris))))
-        write_shard(uris[-1], batch)
+        write_rows(uris[-1], batch, schema)
     return uris
+
+
+def write_shard(uri: str, docs: Iterable[Document]) -> int:
+    """Write one Parquet shard of documents atomically; returns the number of documents written."""
+    return write_rows(uri, [d.to_row() for d in docs], DOC_SCHEMA)
+
+
+def write_documents(prefix: str, docs: Iterable[Document], shard_size: int = 2000) -> list[str]:
+    """Write documents as consecutive shards under ``prefix``; returns the shard URIs."""
+    return write_row_shards(prefix, (d.to_row() for d in docs), DOC_SCHEMA, shard_size)
 
 
 def list_shards(prefix: str) -> list[str]:
@@ -135,9 +143,13 @@ def shard_index(uri: str) -> int:
     return int(uri.rsplit("part-", 1)[1].split(".", 1)[0])
 
 
+def read_rows(uri: str) -> list[dict]:
+    """The rows of one shard."""
+    return pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()
+
+
 def read_shard(uri: str) -> Iterator[Document]:
-    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
-    for row in table.to_pylist():
+    for row in read_rows(uri):
         yield Document.from_row(row)
 
 

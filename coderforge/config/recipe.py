@@ -30,6 +30,7 @@ from coderforge.config.data import (
     RunSection,
 )
 from coderforge.config.k8s import K8sSection
+from coderforge.config.posttrain import SynthSection, VerifySection, VLLMSection
 from coderforge.config.training import (
     EvalSection,
     FimSection,
@@ -61,6 +62,9 @@ class RecipeConfig(Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     sandbox: SandboxSection = Field(default_factory=SandboxSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    synth: SynthSection = Field(default_factory=SynthSection)
+    verify: VerifySection = Field(default_factory=VerifySection)
+    vllm: VLLMSection = Field(default_factory=VLLMSection)
     k8s: K8sSection = Field(default_factory=K8sSection)
 
     def to_yaml(self) -> str:

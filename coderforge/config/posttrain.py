@@ -1,0 +1,59 @@
+"""Recipe sections of post-training data: where generation runs (vLLM), seed mining, synthesis with
+a teacher model, and execution verification of the synthetic instruction set."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from coderforge.config.base import Section
+
+SANDBOX_LANGUAGES = ("python", "javascript", "java", "cpp")
+
+
+class VLLMSection(Section):
+    """vLLM's OpenAI-compatible server: started by the step from its own environment (local), or a
+    server already running (``base_url``, e.g. the chart's vLLM Deployment on Kubernetes)."""
+
+    base_url: str | None = Field(None, description="a running server's URL (…/v1 or its root); unset: start one")
+    python: str | None = Field(None, description="the vLLM environment's interpreter (default: created on first use)")
+    dtype: str = Field("auto", description="vLLM --dtype (float32 on CPU)")
+    max_model_len: int = Field(2048, ge=64)
+    tensor_parallel_size: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, description="Kubernetes: server replicas (data parallel)")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    concurrency: int = Field(16, ge=1, description="requests in flight")
+    request_timeout_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    startup_timeout_s: float = Field(900.0, gt=0)
+    seed: int = 0
+
+
+class SynthSection(Section):
+    """Seeds mined from the curated corpus, turned by a teacher model into problems with solutions and
+    unit tests (OSS-Instruct style, recipe.md §6-§7), then kept only when they run in the sandbox."""
+
+    enabled: bool = Field(False, description="run seeds → synthesise → verify in the recipe DAG")
+    languages: list[Literal["python", "javascript", "java", "cpp"]] = Field(
+        default_factory=lambda: list(SANDBOX_LANGUAGES))
+    max_seeds_per_language: int = Field(200, ge=1)
+    min_docstring_chars: int = Field(20, ge=1)
+    max_seed_chars: int = Field(4000, ge=100)
+    teacher: str | None = Field(None, description="HF causal LM directory or s3:// prefix; unset: this run's model")
+    prompts_dir: str | None = Field(None, description="prompt templates (default: coderforge/posttrain/prompts)")
+    samples_per_seed: int = Field(1, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(1024, ge=16)
+    seed: int = 0
+
+
+class VerifySection(Section):
+    timeout_s: float = Field(10.0, gt=0, description="per sample (solution + tests)")
+    memory_mb: int = Field(1024, ge=64)
+    workers: int | None = Field(None, ge=1, description="parallel sandbox runs (default: the CPU count)")
+    executor: Literal["local", "ray"] = Field("local", description="process pool here, Ray tasks on a cluster")
+    near_dedup_threshold: float = Field(0.7, gt=0, le=1, description="MinHash Jaccard for instruction near-dups")
+    decontam_ngram: int = Field(10, ge=1)
+    decontam_function_names: bool = Field(True, description="recipe.md §4.5's function-name rule")
