@@ -40,3 +40,24 @@ def tiny_model_config(vocab: int = VOCAB, seq: int = 64) -> dict:
     from coderforge.train.model import qwen2_config_dict
 
     return qwen2_config_dict("debug-tiny", vocab, seq)
+
+
+def tiny_recipe(seed: int, **train):
+    """A recipe on the debug-tiny shape (positions = the 64-token test rows) with ``train`` set as given
+    and ``run.seed = seed``; every other value is the recipe's default."""
+    from coderforge.config import RecipeConfig
+
+    return RecipeConfig.model_validate({"data": {"sources": [{"uri": "/nonexistent"}]}, "run": {"seed": seed},
+                                        "model": {"size": "debug-tiny", "max_position_embeddings": 64},
+                                        "train": train})
+
+
+def tiny_loop(data_dir: str, seed: int, checkpoint_dir: str | None = None, save_final: bool = True, **train):
+    """The loop configuration the recipe DAG would build for ``tiny_recipe(seed, **train)`` on ``data_dir``,
+    with checkpoints in ``checkpoint_dir`` (standalone) and the final HF export on or off."""
+    from dataclasses import replace
+
+    from coderforge.train.loop_config import loop_config
+
+    loop = loop_config(tiny_recipe(seed, **train), data_dir, "file", None)
+    return replace(loop, checkpoint_dir=checkpoint_dir, save_final=save_final)

@@ -6,28 +6,47 @@ import pytest
 
 from coderforge.train.loop import train_loop
 from coderforge.train.model import QWEN25_CODER_SHAPES, flops_per_token, param_count, qwen2_config_dict
+from coderforge.train.task import PackedLM
 
-from .conftest import tiny_model_config, write_shards
+from .conftest import tiny_loop, write_shards
 
 
-def _cfg(data, **kw):
-    return {"data_dir": data, "model_config": tiny_model_config(), "steps": 3, "micro_batch_size": 2, "lr": 3e-3,
-            "log_every": 1, "seed": 5, "save_final": False} | kw
+def _cfg(data, **train):
+    return tiny_loop(data, seed=5, save_final=False,
+                     **({"steps": 3, "micro_batch_size": 2, "lr": 3e-3, "warmup_steps": 0, "log_every": 1} | train))
+
+
+def _train(cfg):
+    return train_loop(cfg, PackedLM.from_config(cfg))
 
 
 def test_activation_checkpointing_gives_the_same_losses(tmp_path):
     data = write_shards(tmp_path / "train", rows=8)
-    plain = [h["loss"] for h in train_loop(_cfg(data))["history"]]
-    ac = [h["loss"] for h in train_loop(_cfg(data, activation_checkpointing=True))["history"]]
+    plain = [h["loss"] for h in _train(_cfg(data))["history"]]
+    ac = [h["loss"] for h in _train(_cfg(data, activation_checkpointing=True))["history"]]
     assert ac == pytest.approx(plain, rel=1e-6)
     assert plain[-1] < plain[0]
 
 
 def test_bf16_autocast_trains(tmp_path):
     data = write_shards(tmp_path / "train", rows=8)
-    hist = train_loop(_cfg(data, dtype="bfloat16", steps=4))["history"]
+    hist = _train(_cfg(data, dtype="bfloat16", steps=4))["history"]
     assert all(h["loss"] == h["loss"] for h in hist) and hist[-1]["loss"] < hist[0]["loss"]
     assert {"lr", "grad_norm", "tokens_per_s", "mem_peak_gb", "flops_per_token"} <= set(hist[0])
+
+
+def test_rank_zero_reports_progress_to_the_live_view(tmp_path, monkeypatch):
+    import json
+
+    from coderforge import progress
+
+    monkeypatch.setenv(progress.STATUS_DIR_ENV, str(tmp_path / "status"))
+    monkeypatch.setenv(progress.STEP_ENV, "pretrain")
+    data = write_shards(tmp_path / "train", rows=8)
+    hist = _train(_cfg(data, steps=4, log_every=2))["history"]
+    status = json.loads((tmp_path / "status" / "pretrain.json").read_text())
+    assert (status["step"], status["total_steps"], status["tokens"]) == (4, 4, 4 * 2 * 64)
+    assert status["loss"] == hist[-1]["loss"]
 
 
 @pytest.mark.parametrize("size,params", [("0.5B", 0.494e9), ("1.5B", 1.544e9), ("3B", 3.086e9), ("7B", 7.616e9),

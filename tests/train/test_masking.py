@@ -1,6 +1,6 @@
 """Document masking: a packed row gives the same per-token losses as its documents run one by one.
 
-Uses the engine's own path (``loop.make_batch`` → ``model.attention_mask_for`` → the model's core
+Uses the engine's own path (``task.make_batch`` → ``model.attention_mask_for`` → the model's core
 forward → ``loss.token_losses`` / ``loss.chunked_lm_loss``) for every attention the engine offers on
 CPU: sdpa with the dense block-diagonal mask, and FlexAttention with the document ``BlockMask``.
 """
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from coderforge.tokens.shards import TokenShards
-from coderforge.train.loop import make_batch
 from coderforge.train.loss import chunked_lm_loss, shift_targets, token_losses
 from coderforge.train.model import build_model, dense_doc_mask, doc_block_mask, doc_ids
+from coderforge.train.task import make_batch
 
 from .conftest import VOCAB, tiny_model_config, write_shards
 

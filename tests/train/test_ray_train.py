@@ -16,10 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from coderforge.config import load_recipe_text
-from coderforge.train.pretrain import fit
+from coderforge.train.hooks import FailOnceAtStep
+from coderforge.train.launch import fit
+from coderforge.train.loop_config import loop_config
+from coderforge.train.task import PackedLM
 
-from .conftest import tiny_model_config, write_shards
+from .conftest import tiny_recipe, write_shards
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +37,12 @@ def ray_local():
 
 
 def _fit(tmp_path, data, name, strategy, fail_at=None, storage=None):
-    cfg = load_recipe_text("data: {sources: [{uri: /nonexistent}]}")
-    config = {"data_dir": data, "model_config": tiny_model_config(), "steps": 4, "micro_batch_size": 2,
-              "grad_accum": 1, "lr": 3e-3, "warmup_steps": 1, "log_every": 1, "checkpoint_every": 2,
-              "strategy": strategy, "seed": 3, "fail_once_at_step": fail_at,
-              "fail_marker": str(tmp_path / f"{name}.failed")}
-    result = fit(cfg, config, name, storage or str(tmp_path / "ray"), num_workers=2, use_gpu=False, max_failures=1,
-                 keep=2)
+    cfg = tiny_recipe(3, steps=4, micro_batch_size=2, grad_accum=1, lr=3e-3, warmup_steps=1, log_every=1,
+                      checkpoint_every=2, strategy=strategy)
+    loop = loop_config(cfg, data, "file", None)
+    hooks = FailOnceAtStep(fail_at, str(tmp_path / f"{name}.failed")) if fail_at else None
+    result = fit(cfg, loop, PackedLM.from_config(loop), name, storage or str(tmp_path / "ray"), num_workers=2,
+                 use_gpu=False, max_failures=1, keep=2, hooks=hooks)
     assert result.error is None, result.error
     with result.checkpoint.as_directory() as d:
         weights = load_file(Path(d) / "hf" / "model.safetensors")

@@ -1,0 +1,114 @@
+"""Running a training task under Ray Train, and logging its history to MLflow (any training stage).
+
+``fit`` runs ``loop.train_loop`` on ``num_workers`` Ray Train workers (gloo on CPU, NCCL on GPU)
+with ``FailureConfig(max_failures)`` and ``CheckpointConfig(keep)``; the loop configuration, the
+task and the hooks travel to the workers in ``train_loop_config``. It starts a local Ray (or
+attaches to ``RAY_ADDRESS`` / ``executor.address``; ``ray.init`` only when none is running, shut
+down only when it started one). ``run_name`` names a run after what it trains, so re-running the
+same step resumes from its last checkpoint in the same storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+from coderforge.config import RecipeConfig
+from coderforge.train.hooks import TrainHooks
+from coderforge.train.loop_config import LoopConfig
+from coderforge.train.task import TrainTask
+
+HISTORY_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "tokens_per_s_per_worker", "mfu", "mem_peak_gb",
+                "tokens")
+
+
+def ray_train_fn(config: dict) -> None:
+    """``train_loop_per_worker`` for ``TorchTrainer``: ``config`` holds ``loop``, ``task`` and ``hooks``."""
+    from coderforge.train.loop import train_loop
+
+    train_loop(config["loop"], config["task"], hooks=config["hooks"])
+
+
+def _start_ray(cfg: RecipeConfig) -> bool:
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = os.environ.get("RAY_ADDRESS") or cfg.executor.address
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=max(cfg.train.num_workers, cfg.executor.num_cpus or 0, 2), log_to_driver=True,
+                 runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "DS_ACCELERATOR": "cpu"}}
+                 if not cfg.train.use_gpu else None)
+    return True
+
+
+def run_name(cfg: RecipeConfig, stage: str, loop: LoopConfig) -> str:
+    blob = json.dumps(loop.identity(), sort_keys=True, default=str)
+    return f"{cfg.run.name}-{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def ray_storage(storage: str):
+    """(storage_path, storage_filesystem) for Ray Train. ``s3://bucket/prefix`` goes through a pyarrow
+    S3 filesystem built from the same environment as :mod:`coderforge.storage` (endpoint from
+    ``S3_ENDPOINT_URL`` & co., so MinIO works; credentials from ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY``): Ray's own default would ignore a custom endpoint. Local paths pass as they are."""
+    from coderforge import storage as st
+
+    if not st.is_s3(storage):
+        return storage, None
+    from urllib.parse import urlparse
+
+    import pyarrow.fs
+
+    st.ensure_bucket(storage)
+    endpoint, access, secret, region = st.s3_settings()
+    parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+    fs = pyarrow.fs.S3FileSystem(access_key=access, secret_key=secret, endpoint_override=parsed.netloc,
+                                 scheme=parsed.scheme or "http", region=region or "us-east-1")
+    return storage[len("s3://"):].rstrip("/"), fs
+
+
+def fit(cfg: RecipeConfig, loop: LoopConfig, task: TrainTask, name: str, storage: str, num_workers: int,
+        use_gpu: bool, max_failures: int, keep: int, hooks: TrainHooks | None = None):
+    """Run ``ray_train_fn`` under ``TorchTrainer``; returns the Ray ``Result``."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    path, filesystem = ray_storage(storage)
+    started = _start_ray(cfg)
+    try:
+        trainer = TorchTrainer(
+            ray_train_fn, train_loop_config={"loop": loop, "task": task, "hooks": hooks},
+            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+            run_config=RunConfig(name=name, storage_path=path, storage_filesystem=filesystem,
+                                 failure_config=FailureConfig(max_failures=max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=keep)),
+        )
+        return trainer.fit()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def log_history(run, rows: list[dict]) -> None:
+    for row in rows:
+        if "step" not in row:
+            continue
+        run.log_metrics({k: float(row[k]) for k in HISTORY_KEYS if k in row and row[k] == row[k]},
+                        step=int(row["step"]))
+
+
+def log_schedule_plot(run, loop: LoopConfig) -> None:
+    from coderforge.train.schedules import plot_schedules, schedule_kwargs
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "lr_schedule.png")
+        plot_schedules(path, loop.steps, loop.lr, loop.warmup_steps, loop.min_lr_ratio, loop.schedule,
+                       **schedule_kwargs(vars(loop)))
+        run.log_artifact(path)
