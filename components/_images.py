@@ -7,4 +7,4 @@ DATA_IMAGE = image_for("data")
 TRAIN_IMAGE = image_for("train")
 VLLM_IMAGE = image_for("vllm")
 
-IMAGE_OF_RESOURCES = {"light": DATA_IMAGE, "ray": TRAIN_IMAGE, "gpu": TRAIN_IMAGE}
+IMAGE_OF_RESOURCES = {"light": DATA_IMAGE, "ray": TRAIN_IMAGE, "gpu": TRAIN_IMAGE, "vllm": VLLM_IMAGE}

@@ -12,6 +12,13 @@ from coderforge.config.base import Section
 SANDBOX_LANGUAGES = ("python", "javascript", "java", "cpp")
 
 
+class PosttrainSection(Section):
+    """What ``--pipeline posttrain`` starts from when no step of the pipeline makes it."""
+
+    model: str | None = Field(None, description="the model to post-train: HF directory or s3:// prefix")
+    docs: str | None = Field(None, description="curated document shards to mine seeds from (directory or s3://)")
+
+
 class VLLMSection(Section):
     """vLLM's OpenAI-compatible server: started by the step from its own environment (local), or a
     server already running (``base_url``, e.g. the chart's vLLM Deployment on Kubernetes)."""

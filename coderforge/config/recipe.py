@@ -30,7 +30,7 @@ from coderforge.config.data import (
     RunSection,
 )
 from coderforge.config.k8s import K8sSection
-from coderforge.config.posttrain import SynthSection, VerifySection, VLLMSection
+from coderforge.config.posttrain import PosttrainSection, SynthSection, VerifySection, VLLMSection
 from coderforge.config.training import (
     EvalSection,
     FimSection,
@@ -62,6 +62,7 @@ class RecipeConfig(Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     sandbox: SandboxSection = Field(default_factory=SandboxSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    posttrain: PosttrainSection = Field(default_factory=PosttrainSection)
     synth: SynthSection = Field(default_factory=SynthSection)
     verify: VerifySection = Field(default_factory=VerifySection)
     vllm: VLLMSection = Field(default_factory=VLLMSection)

@@ -19,7 +19,7 @@ from typing import Any
 from coderforge import progress, storage, tracking
 from coderforge.config import RecipeConfig, load_recipe_text
 from coderforge.steps import StepResult, ledger_of_report, read_step_report, write_step_report
-from coderforge.steps.table import Step, get_step, input_payload, step_key, step_params
+from coderforge.steps.table import Step, get_step, input_payload, recipe_value, step_key, step_params
 from coderforge.workspace import setup_logging, tracking_uri_of
 
 log = logging.getLogger("coderforge")
@@ -126,10 +126,15 @@ def run_component(name: str, recipe_yaml: str, parent_run_id: str, output: Any, 
     cfg = load_recipe_text(recipe_yaml, origin=f"recipe passed to step {name}")
     paths, uris = {}, {}
     for inp in step.inputs:
-        artifact, payload = inputs[inp.arg], input_payload(inp)
-        paths[inp.arg], uris[inp.arg] = _join(artifact.path, payload), _join(artifact.uri, payload)
+        artifact, payload = inputs.get(inp.arg), input_payload(inp)
+        if artifact is None:  # no step of this pipeline made it: the recipe names it
+            paths[inp.arg] = uris[inp.arg] = str(recipe_value(cfg, inp.fallback))
+        else:
+            paths[inp.arg], uris[inp.arg] = _join(artifact.path, payload), _join(artifact.uri, payload)
     if _on_rayjob(step, cfg):
         result = _run_on_rayjob(step, recipe_yaml, cfg, parent_run_id, output.path, output.uri, uris)
+    elif any(storage.is_s3(p) for p in paths.values()):
+        result = execute_step_with_uris(name, recipe_yaml, parent_run_id, output.path, paths)
     else:
         result = execute_step(name, recipe_yaml, parent_run_id, output.path, **paths)
     if step.payload:

@@ -72,7 +72,9 @@ def build_summary(reports: dict[str, dict], tracking_uri: str, run_id: str) -> d
 def _fmt(v) -> str:
     if v is None:
         return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
+    return str(v)
 
 
 def render_table(summary: dict, markdown: bool = False) -> str:

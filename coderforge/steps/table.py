@@ -23,12 +23,13 @@ from typing import Any, Literal
 
 from coderforge.config import RecipeConfig
 
-Resources = Literal["light", "ray", "gpu"]
+Resources = Literal["light", "ray", "gpu", "vllm"]
 ArtifactKind = Literal["Dataset", "Model"]
 
 PIPELINES: dict[str, str] = {
     "data": "code curation: ingest, filters, dedup, decontamination (and the quality chain)",
-    "recipe": "the whole recipe: curation, tokenizer, packing, pretraining, evaluation",
+    "recipe": "the whole recipe: curation, tokenizer, packing, pretraining, post-training data, evaluation",
+    "posttrain": "post-training from a given model (posttrain.model) and curated documents (posttrain.docs)",
 }
 
 
@@ -39,6 +40,7 @@ class Input:
     arg: str
     kind: ArtifactKind
     sources: tuple[str, ...]
+    fallback: str = ""  # dotted recipe key naming a path/URI, used where no step of the pipeline supplies it
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,14 @@ class Step:
     output_kind: ArtifactKind = "Dataset"
     inputs: tuple[Input, ...] = ()
     sections: tuple[str, ...] = ()
-    resources: Resources = "light"  # light: data image; ray: may run on a KubeRay RayJob; gpu: accelerator
+    resources: Resources = "light"  # light: data image; ray: may run on a KubeRay RayJob; gpu: accelerator;
+    # vllm: the vLLM image (generation against a vLLM server)
     fixed: tuple[tuple[str, Any], ...] = ()  # fixed keyword arguments of the function
     payload: str = ""  # the subdirectory of the output consumers read (a model's HF directory)
     markdown_report: str = ""  # a file in the output also published as a Markdown artifact
     pipelines: tuple[str, ...] = ("recipe",)
-    enabled: Callable[[RecipeConfig], bool] = field(default=lambda cfg: True, compare=False)
+    enabled: Callable[[RecipeConfig], bool] = field(default=lambda cfg: True, compare=False)  # the recipe switch
+    required_in: tuple[str, ...] = ()  # pipelines that run the step whatever its switch says
 
     @property
     def input_args(self) -> tuple[str, ...]:
@@ -69,7 +73,10 @@ class Step:
 
 
 _DOCS_AFTER_CURATION = ("quality", "decontam")
+_FINAL_MODEL = ("pretrain_repo", "pretrain")
 _DATA = ("data", "recipe")
+_POST: dict = {"pipelines": ("recipe", "posttrain"), "required_in": ("posttrain",),
+               "enabled": lambda cfg: cfg.synth.enabled}
 
 STEPS: tuple[Step, ...] = (
     Step("ingest", "coderforge.data.ingest:run_ingest",
@@ -123,10 +130,23 @@ STEPS: tuple[Step, ...] = (
                  Input("init_from", "Model", ("pretrain",))),
          sections=("model", "train", "repo"), resources="ray", fixed=(("stage", "repo"),),
          enabled=lambda cfg: cfg.repo.enabled),
+    Step("seeds", "coderforge.posttrain.seeds:run_seeds",
+         "Functions and classes with docstrings (and doctests) mined from the curated corpus, with provenance.",
+         output="seeds", inputs=(Input("docs_dir", "Dataset", _DOCS_AFTER_CURATION, fallback="posttrain.docs"),),
+         sections=("synth", "posttrain"), **_POST),
+    Step("synthesise", "coderforge.posttrain.synthesise:run_synthesise",
+         "A teacher model served by vLLM turns each seed into a problem, a solution and unit tests.",
+         output="samples", inputs=(Input("seeds_dir", "Dataset", ("seeds",)),
+                                   Input("model_dir", "Model", _FINAL_MODEL, fallback="posttrain.model")),
+         sections=("synth", "vllm", "posttrain"), resources="vllm", **_POST),
+    Step("verify", "coderforge.posttrain.verify:run_verify",
+         "Solution + tests run in the sandbox; passing samples deduplicated and decontaminated.",
+         output="instructions", inputs=(Input("samples_dir", "Dataset", ("synthesise",)),),
+         sections=("verify", "sandbox", "decontam"), **_POST),
     Step("evaluate", "coderforge.evals.step:run_evaluate",
          "Evaluate the final model: held-out perplexity, sandboxed HumanEval pass@k (and more per the recipe).",
          output="results", markdown_report="summary.md",
-         inputs=(Input("model_dir", "Model", ("pretrain_repo", "pretrain")), Input("data_dir", "Dataset", ("pack",))),
+         inputs=(Input("model_dir", "Model", _FINAL_MODEL), Input("data_dir", "Dataset", ("pack",))),
          sections=("eval", "sandbox"), resources="gpu"),
 )
 
@@ -169,11 +189,13 @@ def steps_of(pipeline: str, cfg: RecipeConfig | None) -> tuple[str, ...]:
     without a recipe)."""
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline {pipeline!r}; choose one of {', '.join(PIPELINES)}")
-    return tuple(s.name for s in STEPS if pipeline in s.pipelines and (cfg is None or s.enabled(cfg)))
+    return tuple(s.name for s in STEPS if pipeline in s.pipelines
+                 and (cfg is None or pipeline in s.required_in or s.enabled(cfg)))
 
 
 def wiring(pipeline: str, cfg: RecipeConfig | None) -> dict[str, dict[str, str]]:
-    """For each step ``pipeline`` runs: input argument → the step that supplies it."""
+    """For each step ``pipeline`` runs: input argument → the step that supplies it (an input with a
+    recipe-key fallback and no supplier is left out: the step reads the recipe's path)."""
     running = steps_of(pipeline, cfg)
     out: dict[str, dict[str, str]] = {}
     for name in running:
@@ -181,11 +203,22 @@ def wiring(pipeline: str, cfg: RecipeConfig | None) -> dict[str, dict[str, str]]
         out[name] = {}
         for inp in step.inputs:
             source = next((s for s in inp.sources if s in out), None)
-            if source is None:
+            if source is not None:
+                out[name][inp.arg] = source
+            elif not inp.fallback:
                 raise ValueError(f"pipeline {pipeline!r}: no step before {name!r} supplies {inp.arg!r} "
                                  f"(one of {', '.join(inp.sources)})")
-            out[name][inp.arg] = source
+            elif cfg is not None and not recipe_value(cfg, inp.fallback):
+                raise ValueError(f"pipeline {pipeline!r}: step {name!r} reads {inp.arg!r} from the recipe key "
+                                 f"{inp.fallback} (no step of this pipeline makes it); set it")
     return out
+
+
+def recipe_value(cfg: RecipeConfig, dotted: str):
+    value = cfg
+    for key in dotted.split("."):
+        value = getattr(value, key)
+    return value
 
 
 def step_params(cfg: RecipeConfig, name: str) -> dict[str, str]:

@@ -122,7 +122,7 @@ def test_components_take_base_image_from_one_place():
     from coderforge.steps.table import STEPS
     from components.steps import component
 
-    kinds = {"light": "data", "ray": "train", "gpu": "train"}
+    kinds = {"light": "data", "ray": "train", "gpu": "train", "vllm": "vllm"}
     for step in STEPS:
         image = component(step.name).component_spec.implementation.container.image
         assert image == images.image_for(kinds[step.resources]), (step.name, image)

@@ -68,3 +68,13 @@ def test_the_table_refuses_inconsistent_wiring(monkeypatch):
         get_step("nope")
     with pytest.raises(ValueError, match="unknown pipeline"):
         steps_of("nope", None)
+
+
+@pytest.mark.parametrize("step", STEPS, ids=lambda s: s.name)
+def test_each_steps_tests_sit_where_its_module_says(step):
+    """From a step's name to its tests in one hop: coderforge/<area>/<module>.py → tests/<area>/test_<module>.py."""
+    from pathlib import Path
+
+    parts = step.function.split(":")[0].split(".")[1:]
+    path = Path(__file__).resolve().parents[1].joinpath(*parts[:-1], f"test_{parts[-1]}.py")
+    assert path.exists(), path
