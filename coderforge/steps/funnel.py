@@ -89,6 +89,40 @@ def write_funnel(out_dir: str, summaries: list[dict[str, Any]], run=None) -> dic
     return {"rows": rows, "metrics": metrics, "png": png, "json": table}
 
 
+POSTTRAIN_STAGES = ("seeds", "generated", "verified", "deduplicated", "decontaminated")
+
+
+def posttrain_funnel(reports: dict[str, dict]) -> dict[str, float]:
+    """Seeds → generated → verified → deduplicated → decontaminated, from the post-training steps'
+    reports (``seeds``' seed count, ``verify``'s ``funnel.*`` metrics); empty when they did not run."""
+    seeds, verify = reports.get("seeds", {}).get("metrics", {}), reports.get("verify", {}).get("metrics", {})
+    if "seeds" not in seeds and not any(k.startswith("funnel.") for k in verify):
+        return {}
+    out = {"seeds": seeds.get("seeds")}
+    out.update({stage: verify.get(f"funnel.{stage}") for stage in POSTTRAIN_STAGES[1:]})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def plot_stages(stages: dict[str, float], path: str, title: str) -> str:
+    """A bar per stage, labelled with its count (the post-training funnel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bars = ax.bar(list(stages), list(stages.values()), color="#2b7bba")
+    for bar, value in zip(bars, stages.values(), strict=True):
+        ax.annotate(f"{value:g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
+    ax.set_ylabel("records")
+    ax.set_title(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def summaries_from_dirs(step_dirs: dict[str, str]) -> list[dict[str, Any]]:
     """``{step: out_dir}`` (in order) → their ``ledger.json`` summaries."""
     out = []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from coderforge import tracking
 from coderforge.config import load_recipe_text
+from coderforge.steps.funnel import plot_stages, posttrain_funnel, write_funnel
 from coderforge.steps.table import STEPS
 from coderforge.workspace import setup_logging, tracking_uri_of
 
@@ -66,6 +67,7 @@ def build_summary(reports: dict[str, dict], tracking_uri: str, run_id: str) -> d
         "eval": reports.get("evaluate", {}).get("metrics", {}),
         "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id},
         "model_path": final.get("info", {}).get("model_path"),
+        "posttrain": {"funnel": posttrain_funnel(reports)} if posttrain_funnel(reports) else {},
     }
 
 
@@ -90,6 +92,9 @@ def render_table(summary: dict, markdown: bool = False) -> str:
                  for r in [header, *rows]]
         lines.insert(1, "  ".join("-" * w for w in widths))
     train, evaluation = summary.get("train"), summary.get("eval")
+    funnel = (summary.get("posttrain") or {}).get("funnel")
+    if funnel:
+        lines += ["", "post-training data: " + " → ".join(f"{k} {_fmt(v)}" for k, v in funnel.items())]
     if train:
         lines += ["", f"train: final_loss={_fmt(train.get('final_loss'))} tokens={train.get('tokens')}"]
     if evaluation:
@@ -108,6 +113,8 @@ def _parent_metrics(summary: dict) -> dict[str, float]:
         for key in TABLE_COLUMNS:
             if isinstance(row.get(key), (int, float)):
                 metrics[f"{step}.{key}"] = row[key]
+    for stage, value in ((summary.get("posttrain") or {}).get("funnel") or {}).items():
+        metrics[f"posttrain.{stage}"] = value
     for prefix in ("train", "eval"):
         for key, value in (summary.get(prefix) or {}).items():
             if isinstance(value, (int, float)):
@@ -128,10 +135,14 @@ def finish_pipeline_run(recipe_yaml: str, parent_run_id: str, reports_json: dict
     parent.log_metrics(_parent_metrics(summary))
     curation = [dict(reports[s]["ledger"], step=s) for s in CURATION_STEPS if reports.get(s, {}).get("ledger")]
     if curation:
-        from coderforge.steps.funnel import write_funnel
-
         funnel = write_funnel(str(Path(summary_path).parent / "funnel"), curation, run=parent)
         summary["funnel_png"] = funnel["png"]
+    stages = (summary.get("posttrain") or {}).get("funnel")
+    if stages:
+        png = plot_stages(stages, str(Path(summary_path).parent / "funnel" / "posttrain_funnel.png"),
+                          "post-training data: seeds to decontaminated instruction samples")
+        parent.log_artifact(png)
+        summary["posttrain"]["funnel_png"] = png
     Path(summary_path).write_text(json.dumps(summary, indent=2, default=str))
     Path(report_path).write_text(summary_markdown(summary))
     parent.log_dict(summary, "summary.json")

@@ -142,7 +142,7 @@ STEPS: tuple[Step, ...] = (
     Step("verify", "coderforge.posttrain.verify:run_verify",
          "Solution + tests run in the sandbox; passing samples deduplicated and decontaminated.",
          output="instructions", inputs=(Input("samples_dir", "Dataset", ("synthesise",)),),
-         sections=("verify", "sandbox", "decontam"), **_POST),
+         sections=("verify", "sandbox", "decontam", "dedup", "executor"), **_POST),
     Step("evaluate", "coderforge.evals.step:run_evaluate",
          "Evaluate the final model: held-out perplexity, sandboxed HumanEval pass@k (and more per the recipe).",
          output="results", markdown_report="summary.md",

@@ -1,0 +1,46 @@
+"""The run summary: step rows, training, the post-training funnel and its chart in the parent run."""
+
+from __future__ import annotations
+
+import json
+
+from coderforge import tracking
+from coderforge.steps.summary import build_summary, finish_pipeline_run, render_table
+
+
+def _reports() -> dict[str, dict]:
+    ledger = {"in": 10, "kept": 7, "dropped": 3, "quarantined": 0, "reasons": {"no_code": 3},
+              "bytes_in": 100, "bytes_kept": 70}
+    return {
+        "seeds": {"ledger": dict(ledger, kept=10, dropped=0, reasons={}), "metrics": {"seeds": 12.0},
+                  "info": {"seconds": 1.5}},
+        "verify": {"ledger": ledger, "info": {"seconds": 2.0},
+                   "metrics": {"funnel.generated": 12.0, "funnel.verified": 5.0, "funnel.deduplicated": 4.0,
+                               "funnel.decontaminated": 3.0}},
+        "pretrain": {"metrics": {"final_loss": 2.5, "tokens": 1000.0, "steps": 10.0}, "info": {"model_path": "/m"}},
+    }
+
+
+def test_posttrain_funnel_in_summary_and_table():
+    summary = build_summary(_reports(), "sqlite:///x.db", "run1")
+    assert summary["posttrain"]["funnel"] == {"seeds": 12.0, "generated": 12.0, "verified": 5.0,
+                                              "deduplicated": 4.0, "decontaminated": 3.0}
+    assert summary["train"]["final_loss"] == 2.5 and summary["model_path"] == "/m"
+    text = render_table(summary)
+    assert "seeds 12 → generated 12 → verified 5 → deduplicated 4 → decontaminated 3" in text
+    assert "1000" in text and "e+03" not in text  # whole floats print as integers
+    assert build_summary({"pretrain": _reports()["pretrain"]}, "u", "r")["posttrain"] == {}
+
+
+def test_finish_run_logs_the_posttrain_funnel_and_chart(tmp_path, mlflow_uri):
+    recipe = f"data:\n  sources: [{{uri: /tmp}}]\ntracking:\n  uri: {json.dumps(mlflow_uri)}\n"
+    parent = tracking.start_parent_run(mlflow_uri, "coderforge", "p", {})
+    reports = {k: json.dumps(v) for k, v in _reports().items()}
+    summary = finish_pipeline_run(recipe, parent, reports, str(tmp_path / "summary.json"), str(tmp_path / "r.md"))
+    client = tracking._client(mlflow_uri)
+    run = client.get_run(parent)
+    assert run.data.metrics["posttrain.decontaminated"] == 3.0 and run.info.status == "FINISHED"
+    arts = {a.path for a in client.list_artifacts(parent)}
+    assert "posttrain_funnel.png" in arts and "summary.json" in arts
+    assert json.loads((tmp_path / "summary.json").read_text())["posttrain"]["funnel_png"] == \
+        summary["posttrain"]["funnel_png"]
