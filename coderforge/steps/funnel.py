@@ -103,6 +103,16 @@ def posttrain_funnel(reports: dict[str, dict]) -> dict[str, float]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def posttrain_languages(reports: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Per language: samples verified, passed, pass rate, kept (``verify``'s ``language.<l>.*`` metrics)."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in reports.get("verify", {}).get("metrics", {}).items():
+        if key.startswith("language."):
+            _, language, name = key.split(".", 2)
+            out.setdefault(language, {})[name] = value
+    return out
+
+
 def plot_stages(stages: dict[str, float], path: str, title: str) -> str:
     """A bar per stage, labelled with its count (the post-training funnel)."""
     import matplotlib

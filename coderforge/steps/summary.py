@@ -8,7 +8,7 @@ from pathlib import Path
 
 from coderforge import tracking
 from coderforge.config import load_recipe_text
-from coderforge.steps.funnel import plot_stages, posttrain_funnel, write_funnel
+from coderforge.steps.funnel import plot_stages, posttrain_funnel, posttrain_languages, write_funnel
 from coderforge.steps.table import STEPS
 from coderforge.workspace import setup_logging, tracking_uri_of
 
@@ -67,8 +67,13 @@ def build_summary(reports: dict[str, dict], tracking_uri: str, run_id: str) -> d
         "eval": reports.get("evaluate", {}).get("metrics", {}),
         "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id},
         "model_path": final.get("info", {}).get("model_path"),
-        "posttrain": {"funnel": posttrain_funnel(reports)} if posttrain_funnel(reports) else {},
+        "posttrain": _posttrain(reports),
     }
+
+
+def _posttrain(reports: dict[str, dict]) -> dict:
+    funnel = posttrain_funnel(reports)
+    return {"funnel": funnel, "by_language": posttrain_languages(reports)} if funnel else {}
 
 
 def _fmt(v) -> str:
@@ -95,6 +100,8 @@ def render_table(summary: dict, markdown: bool = False) -> str:
     funnel = (summary.get("posttrain") or {}).get("funnel")
     if funnel:
         lines += ["", "post-training data: " + " → ".join(f"{k} {_fmt(v)}" for k, v in funnel.items())]
+        for language, row in (summary["posttrain"].get("by_language") or {}).items():
+            lines.append(f"  {language}: " + "  ".join(f"{k}={_fmt(v)}" for k, v in sorted(row.items())))
     if train:
         lines += ["", f"train: final_loss={_fmt(train.get('final_loss'))} tokens={train.get('tokens')}"]
     if evaluation:

@@ -16,7 +16,8 @@ def _reports() -> dict[str, dict]:
                   "info": {"seconds": 1.5}},
         "verify": {"ledger": ledger, "info": {"seconds": 2.0},
                    "metrics": {"funnel.generated": 12.0, "funnel.verified": 5.0, "funnel.deduplicated": 4.0,
-                               "funnel.decontaminated": 3.0}},
+                               "funnel.decontaminated": 3.0, "language.python.samples": 12.0,
+                               "language.python.pass_rate": 0.4167}},
         "pretrain": {"metrics": {"final_loss": 2.5, "tokens": 1000.0, "steps": 10.0}, "info": {"model_path": "/m"}},
     }
 
@@ -26,7 +27,9 @@ def test_posttrain_funnel_in_summary_and_table():
     assert summary["posttrain"]["funnel"] == {"seeds": 12.0, "generated": 12.0, "verified": 5.0,
                                               "deduplicated": 4.0, "decontaminated": 3.0}
     assert summary["train"]["final_loss"] == 2.5 and summary["model_path"] == "/m"
+    assert summary["posttrain"]["by_language"] == {"python": {"samples": 12.0, "pass_rate": 0.4167}}
     text = render_table(summary)
+    assert "python: pass_rate=0.4167  samples=12" in text
     assert "seeds 12 → generated 12 → verified 5 → deduplicated 4 → decontaminated 3" in text
     assert "1000" in text and "e+03" not in text  # whole floats print as integers
     assert build_summary({"pretrain": _reports()["pretrain"]}, "u", "r")["posttrain"] == {}
