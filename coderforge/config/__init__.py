@@ -27,7 +27,17 @@ from coderforge.config.k8s import (
     K8sToleration,
     RayJobSection,
 )
-from coderforge.config.posttrain import SANDBOX_LANGUAGES, PosttrainSection, SynthSection, VerifySection, VLLMSection
+from coderforge.config.posttrain import (
+    SANDBOX_LANGUAGES,
+    DPOSection,
+    InstructionFile,
+    PosttrainSection,
+    SFTSection,
+    StageOverrides,
+    SynthSection,
+    VerifySection,
+    VLLMSection,
+)
 from coderforge.config.recipe import RecipeConfig, load_recipe, load_recipe_text, parse_overrides
 from coderforge.config.training import (
     EvalSection,
@@ -42,6 +52,10 @@ from coderforge.config.training import (
 )
 
 __all__ = [
+    "DPOSection",
+    "InstructionFile",
+    "SFTSection",
+    "StageOverrides",
     "PosttrainSection",
     "SANDBOX_LANGUAGES",
     "SynthSection",

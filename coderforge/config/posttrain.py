@@ -64,3 +64,51 @@ class VerifySection(Section):
     near_dedup_threshold: float = Field(0.7, gt=0, le=1, description="MinHash Jaccard for instruction near-dups")
     decontam_ngram: int = Field(10, ge=1)
     decontam_function_names: bool = Field(True, description="recipe.md §4.5's function-name rule")
+
+
+class StageOverrides(Section):
+    """Training values of a post-training stage where they differ from the recipe's ``train``."""
+
+    steps: int | None = Field(None, ge=1)
+    micro_batch_size: int | None = Field(None, ge=1)
+    grad_accum: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    warmup_steps: int | None = Field(None, ge=0)
+    schedule: Literal["cosine", "wsd", "wcl", "constant"] | None = None
+    checkpoint_every: int | None = Field(None, ge=1)
+
+
+class InstructionFile(Section):
+    path: str = Field(..., description="JSONL of {'messages': [{'role', 'content'}, ...]} (local or s3://)")
+    name: str | None = Field(None, description="label in the mix (default: the file name)")
+
+
+class SFTSection(StageOverrides):
+    """Supervised fine-tuning (recipe.md §7.1-§7.3): ChatML samples, loss on assistant turns only."""
+
+    enabled: bool = Field(False, description="run sft in the recipe DAG")
+    seq_len: int = Field(2048, ge=64, description="packed row length; longer samples are dropped, never cut")
+    only_last_turn: bool = Field(False, description="train only the last assistant turn of each conversation")
+    files: list[InstructionFile] = Field(default_factory=list, description="user instruction JSONL files")
+    mix: dict[str, float] = Field(default_factory=lambda: {"synthetic": 1.0, "files": 1.0},
+                                  description="relative weights of the sources: synthetic, seeds, files")
+    fim_share: float = Field(0.1, ge=0, lt=1, description="share of FIM-format instruction samples (§7.2)")
+    max_samples: int | None = Field(None, ge=1)
+    heldout_fraction: float = Field(0.1, ge=0, lt=0.5, description="samples held out for the SFT eval loss")
+    train: StageOverrides = Field(default_factory=StageOverrides)
+
+
+class DPOSection(Section):
+    """Offline DPO from execution feedback (recipe.md §7.4)."""
+
+    enabled: bool = Field(False, description="run dpo_pairs and dpo in the recipe DAG")
+    beta: float = Field(0.1, gt=0)
+    completions: int = Field(4, ge=2, description="samples per prompt from the SFT model")
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(512, ge=16)
+    max_prompts: int | None = Field(None, ge=1)
+    reference_as_chosen: bool = Field(True, description="no passing completion: the verified solution is chosen")
+    seq_len: int = Field(2048, ge=64)
+    heldout_fraction: float = Field(0.1, ge=0, lt=0.5, description="pairs held out for reward accuracy")
+    train: StageOverrides = Field(default_factory=lambda: StageOverrides(lr=5e-5, warmup_steps=0))

@@ -30,7 +30,14 @@ from coderforge.config.data import (
     RunSection,
 )
 from coderforge.config.k8s import K8sSection
-from coderforge.config.posttrain import PosttrainSection, SynthSection, VerifySection, VLLMSection
+from coderforge.config.posttrain import (
+    DPOSection,
+    PosttrainSection,
+    SFTSection,
+    SynthSection,
+    VerifySection,
+    VLLMSection,
+)
 from coderforge.config.training import (
     EvalSection,
     FimSection,
@@ -66,6 +73,8 @@ class RecipeConfig(Section):
     synth: SynthSection = Field(default_factory=SynthSection)
     verify: VerifySection = Field(default_factory=VerifySection)
     vllm: VLLMSection = Field(default_factory=VLLMSection)
+    sft: SFTSection = Field(default_factory=SFTSection)
+    dpo: DPOSection = Field(default_factory=DPOSection)
     k8s: K8sSection = Field(default_factory=K8sSection)
 
     def to_yaml(self) -> str:

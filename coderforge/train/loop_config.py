@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from coderforge.config import RecipeConfig
 
-STAGES = ("file", "repo")
+STAGES = ("file", "repo", "sft", "dpo")
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,17 @@ def base_rope_theta(init_from: str | None) -> float | None:
 
 
 def loop_config(cfg: RecipeConfig, data_dir: str, stage: str, init_from: str | None) -> LoopConfig:
-    """The loop configuration of pretraining stage ``stage`` ("file" or "repo") on the rows in ``data_dir``.
+    """The loop configuration of training stage ``stage`` (file, repo, sft, dpo) on the rows in ``data_dir``.
 
     ``train.*`` fields are copied by name; the repo stage takes ``repo.steps`` / ``repo.lr`` /
-    ``repo.micro_batch_size`` where set, and a RoPE base of at least 1M (recipe.md §5). Checkpoints go
+    ``repo.micro_batch_size`` where set, and a RoPE base of at least 1M (recipe.md §5); the sft and dpo
+    stages take what ``sft.train`` / ``dpo.train`` set. Checkpoints go
     to Ray Train (``checkpoint_dir`` None) and the final model is exported (``save_final``)."""
     from coderforge.tokens.shards import TokenShards
     from coderforge.train.model import LONG_CONTEXT_ROPE_THETA, qwen2_config_dict
 
     if stage not in STAGES:
-        raise ValueError(f"unknown pretrain stage {stage!r} (file or repo)")
+        raise ValueError(f"unknown training stage {stage!r} ({', '.join(STAGES)})")
     shards = TokenShards(data_dir)
     if len(shards) == 0:
         raise ValueError(f"{data_dir}: no packed rows to train on")
@@ -99,6 +100,10 @@ def loop_config(cfg: RecipeConfig, data_dir: str, stage: str, init_from: str | N
         theta = max(base_rope_theta(init_from) or 0.0, LONG_CONTEXT_ROPE_THETA)
         overrides = {"rope_parameters": {"rope_type": "default", "rope_theta": theta},
                      "max_position_embeddings": max(seq, cfg.repo.seq_len)}
+    elif stage in ("sft", "dpo"):  # post-training: the stage's own values where it sets them
+        stage_train = getattr(cfg, stage).train
+        tc = tc.model_copy(update={k: v for k, v in stage_train.model_dump().items() if v is not None})
+        theta = base_rope_theta(init_from) or theta
     model_cfg = qwen2_config_dict(cfg.model.size, int(shards.meta["vocab_size"]),
                                   max(seq, cfg.model.max_position_embeddings), theta, explicit=cfg.model.model_dump())
     return LoopConfig(

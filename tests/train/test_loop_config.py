@@ -47,8 +47,13 @@ def test_repo_stage_takes_repo_values_and_a_long_context_rope_base(tmp_path):
     assert repo_loop.config_overrides == {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6},
                                           "max_position_embeddings": 128}
     assert file_loop.model_config == tiny_model_config()
-    with pytest.raises(ValueError, match="unknown pretrain stage"):
-        loop_config(cfg, data, "sft", None)
+    with pytest.raises(ValueError, match="unknown training stage"):
+        loop_config(cfg, data, "rlhf", None)
+    sft_cfg = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"train": cfg.sft.train.model_copy(
+        update={"steps": 7, "lr": 2e-5})})})
+    sft_loop = loop_config(sft_cfg, data, "sft", None)
+    assert (sft_loop.steps, sft_loop.lr) == (7, 2e-5) and sft_loop.config_overrides == {}
+    assert sft_loop.micro_batch_size == cfg.train.micro_batch_size  # unset: the recipe's train value
 
 
 def test_run_name_ignores_where_checkpoints_go(tmp_path):
