@@ -1,21 +1,24 @@
 """Text generation behind one interface: ``GenerationBackend.generate(prompts, ...)``.
 
-The transformers backend runs here (CPU or one GPU); a vLLM backend implements the same protocol
-later. Stopping follows recipe.md §2: generation ends at any of the Qwen2.5-Coder control tokens
-the official examples stop on (``<|fim_prefix|>``, ``<|fim_suffix|>``, ``<|fim_pad|>``,
-``<|repo_name|>``, ``<|file_sep|>``, ``<|endoftext|>``, ``<|im_end|>``) that the tokenizer has, or
-at a caller's stop string (the completion is cut before it).
+The transformers backend runs here (CPU or one GPU); the vLLM backend (``vllm_backend``) implements
+the same protocol against a vLLM server. Both record the token counts of their last call in
+``last_usage`` (``Usage``) for throughput measurement. Stopping follows recipe.md §2: generation
+ends at any of the Qwen2.5-Coder control tokens the official examples stop on (``<|fim_prefix|>``,
+``<|fim_suffix|>``, ``<|fim_pad|>``, ``<|repo_name|>``, ``<|file_sep|>``, ``<|endoftext|>``,
+``<|im_end|>``) that the tokenizer has, or at a caller's stop string (the completion is cut before it).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 QWEN_STOP_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
                     "<|endoftext|>", "<|im_end|>")
 # Function-completion stop strings (the HumanEval/Codex convention): a new top-level statement ends it.
-HUMANEVAL_STOP = ("\nclass ", "\ndef ", "\n#", "\n@", "\nif __name__", "\nprint(", "\nassert ", '\n"""', "\n```")
+HUMANEVAL_STOP = ("\nclass ", "\ndef ", "\n#", "\n@", "\nif __name__", "\nprint(", "\nassert ", '\n"""',
+                  "\n```")
 
 
 @dataclass
@@ -26,6 +29,22 @@ class GenerationConfig:
     n: int = 1
     seed: int = 0
     stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Usage:
+    """Token counts of one ``generate`` call. ``completion_tokens`` counts every generated token, up to
+    and including the one that stopped the sequence (what vLLM's ``usage`` reports)."""
+
+    prompts: int = 0
+    completions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def completion_tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
 @runtime_checkable
@@ -52,17 +71,19 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, model_dir: str, device: str | None = None, dtype: str | None = None, batch_size: int = 8,
-                 model=None, tokenizer=None):
+    def __init__(self, model_dir: str, device: str | None = None, dtype: str | None = None,
+                 batch_size: int = 8, model=None, tokenizer=None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
+        default_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        torch_dtype = getattr(torch, dtype) if dtype else default_dtype
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
         self.model = model or AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
         self.model.to(self.device).eval()
         self.batch_size = batch_size
+        self.last_usage: Usage | None = None
         tok = self.tokenizer
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token or "<|endoftext|>"
@@ -81,6 +102,8 @@ class TransformersBackend:
 
         tok = self.tokenizer
         tok.padding_side = "left"
+        started = time.perf_counter()
+        usage = Usage(prompts=len(prompts))
         out: list[list[str]] = [[] for _ in prompts]
         stops = tuple(config.stop)
         greedy = config.temperature <= 0
@@ -106,16 +129,22 @@ class TransformersBackend:
                 kwargs["stopping_criteria"] = StoppingCriteriaList([criteria])
             with torch.no_grad():
                 gen = self.model.generate(**enc, **kwargs)
+            usage.prompt_tokens += int(enc["attention_mask"].sum())
             for (i, _), row in zip(chunk, gen[:, width:], strict=True):
                 ids = row.tolist()
+                usage.completion_tokens += len(ids)
                 for j, t in enumerate(ids):  # cut at the first stop token
                     if t in self.stop_token_ids:
+                        usage.completion_tokens -= len(ids) - j - 1
                         ids = ids[:j]
                         break
                 text = tok.decode(ids, skip_special_tokens=False)
                 out[i].append(truncate_at_stop(text, stops))
         if greedy and config.n > 1:
             out = [o * config.n for o in out]
+        usage.completions = sum(len(o) for o in out)
+        usage.seconds = time.perf_counter() - started
+        self.last_usage = usage
         return out
 
 
