@@ -22,9 +22,10 @@ _TEMPLATE = '''def {name}(recipe: str, parent_run_id: str{params}) -> str:
 
 
 def component_source(step: Step) -> str:
-    params = [f"{i.arg}: Input[{i.kind}]" for i in step.inputs if not i.fallback]
+    unfed = [i for i in step.inputs if i.fallback or i.optional]  # KFP optional inputs: may be left unfed
+    params = [f"{i.arg}: Input[{i.kind}]" for i in step.inputs if i not in unfed]
     params += [f"{step.output}: Output[{step.output_kind}]"]
-    params += [f"{i.arg}: Input[{i.kind}] = None" for i in step.inputs if i.fallback]  # from the recipe if unfed
+    params += [f"{i.arg}: Input[{i.kind}] = None" for i in unfed]
     if step.markdown_report:
         params.append("report: Output[Markdown]")
     return _TEMPLATE.format(name=step.name, doc=step.doc, params="".join(", " + p for p in params),

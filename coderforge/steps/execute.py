@@ -127,8 +127,10 @@ def run_component(name: str, recipe_yaml: str, parent_run_id: str, output: Any, 
     paths, uris = {}, {}
     for inp in step.inputs:
         artifact, payload = inputs.get(inp.arg), input_payload(inp)
-        if artifact is None:  # no step of this pipeline made it: the recipe names it
+        if artifact is None and inp.fallback:  # no step of this pipeline made it: the recipe names it
             paths[inp.arg] = uris[inp.arg] = str(recipe_value(cfg, inp.fallback))
+        elif artifact is None:  # optional and unfed: the function gets its default
+            continue
         else:
             paths[inp.arg], uris[inp.arg] = _join(artifact.path, payload), _join(artifact.uri, payload)
     if _on_rayjob(step, cfg):

@@ -41,6 +41,7 @@ class Input:
     kind: ArtifactKind
     sources: tuple[str, ...]
     fallback: str = ""  # dotted recipe key naming a path/URI, used where no step of the pipeline supplies it
+    optional: bool = False  # the function takes None when nothing supplies it
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class Step:
 _DOCS_AFTER_CURATION = ("quality", "decontam")
 _FINAL_MODEL = ("pretrain_repo", "pretrain")
 _DATA = ("data", "recipe")
+_SFT: dict = {"pipelines": ("recipe", "posttrain"), "required_in": ("posttrain",),
+              "enabled": lambda cfg: cfg.sft.enabled}
+_DPO: dict = {"pipelines": ("recipe", "posttrain"), "required_in": ("posttrain",),
+              "enabled": lambda cfg: cfg.dpo.enabled}
 _POST: dict = {"pipelines": ("recipe", "posttrain"), "required_in": ("posttrain",),
                "enabled": lambda cfg: cfg.synth.enabled}
 
@@ -143,11 +148,35 @@ STEPS: tuple[Step, ...] = (
          "Solution + tests run in the sandbox; passing samples deduplicated and decontaminated.",
          output="instructions", inputs=(Input("samples_dir", "Dataset", ("synthesise",)),),
          sections=("verify", "sandbox", "decontam", "dedup", "executor"), **_POST),
+    Step("sft", "coderforge.posttrain.sft:run_sft",
+         "Supervised fine-tuning on Ray Train: ChatML samples (verified synthetic set, seeds, instruction files, "
+         "FIM instructions), loss on assistant turns, packed with document masking.",
+         output="model", output_kind="Model", payload="model",
+         inputs=(Input("instructions_dir", "Dataset", ("verify",), optional=True),
+                 Input("seeds_dir", "Dataset", ("seeds",), optional=True),
+                 Input("docs_dir", "Dataset", _DOCS_AFTER_CURATION, fallback="posttrain.docs"),
+                 Input("model_dir", "Model", _FINAL_MODEL, fallback="posttrain.model")),
+         sections=("sft", "train", "model", "decontam"), resources="ray", **_SFT),
+    Step("dpo_pairs", "coderforge.posttrain.dpo_pairs:run_dpo_pairs",
+         "k completions per tested prompt from the SFT model (vLLM), run in the sandbox: chosen passes, "
+         "rejected fails.",
+         output="pairs", inputs=(Input("instructions_dir", "Dataset", ("verify",)),
+                                 Input("model_dir", "Model", ("sft", *_FINAL_MODEL), fallback="posttrain.model")),
+         sections=("dpo", "vllm", "verify", "sandbox"), resources="vllm", **_DPO),
+    Step("dpo", "coderforge.posttrain.dpo:run_dpo",
+         "Offline DPO on Ray Train from the execution-feedback pairs; reference log-probabilities computed once.",
+         output="model", output_kind="Model", payload="model",
+         inputs=(Input("pairs_dir", "Dataset", ("dpo_pairs",)),
+                 Input("model_dir", "Model", ("sft", *_FINAL_MODEL), fallback="posttrain.model")),
+         sections=("dpo", "train", "model"), resources="ray", **_DPO),
     Step("evaluate", "coderforge.evals.step:run_evaluate",
          "Evaluate the final model: held-out perplexity, sandboxed HumanEval pass@k (and more per the recipe).",
          output="results", markdown_report="summary.md",
-         inputs=(Input("model_dir", "Model", _FINAL_MODEL), Input("data_dir", "Dataset", ("pack",))),
-         sections=("eval", "sandbox"), resources="gpu"),
+         inputs=(Input("model_dir", "Model", _FINAL_MODEL, fallback="posttrain.model"),
+                 Input("data_dir", "Dataset", ("pack",), optional=True),
+                 Input("sft_model_dir", "Model", ("sft",), optional=True),
+                 Input("dpo_model_dir", "Model", ("dpo",), optional=True)),
+         sections=("eval", "sandbox", "vllm"), resources="gpu", pipelines=("recipe", "posttrain")),
 )
 
 STEP_BY_NAME: dict[str, Step] = {s.name: s for s in STEPS}
@@ -205,6 +234,8 @@ def wiring(pipeline: str, cfg: RecipeConfig | None) -> dict[str, dict[str, str]]
             source = next((s for s in inp.sources if s in out), None)
             if source is not None:
                 out[name][inp.arg] = source
+            elif inp.optional:
+                continue
             elif not inp.fallback:
                 raise ValueError(f"pipeline {pipeline!r}: no step before {name!r} supplies {inp.arg!r} "
                                  f"(one of {', '.join(inp.sources)})")
