@@ -25,9 +25,9 @@ def component_source(step: Step) -> str:
     unfed = [i for i in step.inputs if i.fallback or i.optional]  # KFP optional inputs: may be left unfed
     params = [f"{i.arg}: Input[{i.kind}]" for i in step.inputs if i not in unfed]
     params += [f"{step.output}: Output[{step.output_kind}]"]
-    params += [f"{i.arg}: Input[{i.kind}] = None" for i in unfed]
     if step.markdown_report:
         params.append("report: Output[Markdown]")
+    params += [f"{i.arg}: Input[{i.kind}] = None" for i in unfed]  # parameters with defaults come last
     return _TEMPLATE.format(name=step.name, doc=step.doc, params="".join(", " + p for p in params),
                             output=step.output, inputs=", ".join(f"{i.arg!r}: {i.arg}" for i in step.inputs),
                             markdown=", markdown=report" if step.markdown_report else "")

@@ -1,5 +1,9 @@
-# syntax=docker/dockerfile:1.7
-# vLLM generation image (synthetic instruction data, evaluation sampling).
+# vLLM generation image (synthetic instruction data, evaluation sampling). It runs the synthesise step
+# and, on Kubernetes, the chart's vLLM server (helm/coderforge/templates/vllm.yaml): the Deployment sets
+# the command (`python -m vllm.entrypoints.openai.api_server ...`, as coderforge.generate.vllm_server
+# does locally) and an init container copies the model from object storage with coderforge.storage
+# (the minio client comes from pyproject.toml). No ENTRYPOINT/CMD: every user sets its own command.
+# Build-essential and python3-dev stay: Triton compiles its launcher with gcc against Python.h at run time.
 # Build from the repository root:  docker build -f images/vllm.Dockerfile -t ghcr.io/coderforge/coderforge-vllm:0.1.0 .
 # vLLM pins its own torch/transformers/numpy, which differ from pyproject.toml's, so those come
 # from vLLM and every other package from pyproject.toml (images/requirements_for.py).
@@ -16,6 +20,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     RAY_USAGE_STATS_ENABLED=0 \
     HF_HUB_OFFLINE=1 \
+    VLLM_NO_USAGE_STATS=1 \
+    DO_NOT_TRACK=1 \
     TOKENIZERS_PARALLELISM=false \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
@@ -46,3 +52,5 @@ RUN pip install --no-deps . \
 
 USER ${UID}:${UID}
 WORKDIR /home/coderforge
+# the OpenAI-compatible server's port (chart: Service <fullname>-vllm:8000)
+EXPOSE 8000

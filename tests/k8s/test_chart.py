@@ -40,6 +40,8 @@ VALUE_SETS = {
                "images": {"registry": "registry.example.com/ml", "tag": "abc1234",
                           "pullSecrets": ["regcred"]},
                "fullnameOverride": "forge"},
+    "vllm": {"vllm": {"enabled": True, "model": {"uri": "s3://coderforge/models/teacher"}, "replicas": 2,
+                      "tensorParallelSize": 4, "gpuMemoryUtilization": 0.9}},
 }
 
 
