@@ -46,6 +46,7 @@ class SynthSection(Section):
         default_factory=lambda: list(SANDBOX_LANGUAGES))
     max_seeds_per_language: int = Field(200, ge=1)
     min_docstring_chars: int = Field(20, ge=1)
+    prefer_doctests: bool = Field(True, description="seeds with examples (doctests, @example) are chosen first")
     max_seed_chars: int = Field(4000, ge=100)
     teacher: str | None = Field(None, description="HF causal LM directory or s3:// prefix; unset: this run's model")
     prompts_dir: str | None = Field(None, description="prompt templates (default: coderforge/posttrain/prompts)")

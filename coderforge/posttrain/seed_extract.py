@@ -1,37 +1,27 @@
 """Documented functions and classes of one source file, found with tree-sitter.
 
-``extract(lang, path, source)`` parses a document (``lang``: a name of ``coderforge.data.languages``:
-``python``, ``javascript``, ``typescript``, ``java``, ``c++`` or ``c``) and returns every function
-and class that carries documentation, as :class:`Symbol` (name, kind, code, cleaned docstring, usage
-examples), with ``skip`` naming why a symbol is not a seed candidate ("" when it is one). What
-counts as documentation, per language:
+``extract(lang, path, source)`` (``lang`` a ``coderforge.data.languages`` name: python, javascript, typescript,
+java, c++, c) returns every documented function, method and class as a :class:`Symbol`: code as written (doc
+comment included, dedented), cleaned docstring, usage examples, and ``skip``, why it is not a seed candidate
+("" when it is one). Documentation and examples per language:
 
-* Python: the docstring (first statement of the body, a string literal; ``inspect.cleandoc``'d).
-  Examples: the docstring's doctest examples (``>>>`` / ``...`` and expected output, as
-  ``doctest.DocTestParser`` reads them).
-* JavaScript / TypeScript: a JSDoc block ``/** … */`` right above a function or class declaration,
-  a class method, ``const f = (…) => …`` / ``function`` / ``class`` expressions, or
-  ``a.b = function …`` assignments (CommonJS exports, prototype methods). Examples: ``@example``
-  blocks (``<caption>`` removed).
-* Java: a Javadoc block right above a class, record, enum or method with a body (interfaces are
-  searched for default methods). Examples: ``<pre>{@code …}</pre>`` / ``<pre>…</pre>`` blocks.
-* C++ (and C, parsed with the C++ grammar): a ``/** … */`` or ``/*! … */`` block, or a run of
-  ``///`` / ``//!`` lines, right above a function definition (with a body) or a class/struct with a
-  body; trailing member comments (``///<``) are not documentation. Examples: Doxygen
-  ``@code … @endcode`` blocks. Export/attribute macros (``ARROW_EXPORT``, ``_GLIBCXX_NOEXCEPT``,
-  lines made only of upper-case macros, ``namespace std _GLIBCXX_VISIBILITY(default)``) are blanked
-  before parsing (same byte offsets) so that the grammar sees plain declarations.
+* Python: the docstring (``inspect.cleandoc``); examples: its doctests (``doctest.DocTestParser``).
+* JavaScript/TypeScript: a JSDoc ``/** … */`` above a function/class declaration, a method, ``const f = (…) => …``
+  / function / class expressions or ``a.b = function …`` (CommonJS exports, prototype methods); examples:
+  ``@example`` blocks.
+* Java: a Javadoc ``/** … */`` above a class, record, enum or method with a body; examples: ``<pre>{@code …}</pre>``.
+* C++ and C (C++ grammar): ``/** … */``, ``/*! … */`` or a run of ``///`` / ``//!`` lines (not ``///<``) above a
+  function definition or a class/struct with a body; examples: Doxygen ``@code … @endcode``. Declaration macros
+  (``ARROW_EXPORT``, ``_GLIBCXX_NOEXCEPT``, lines of upper-case macros, ``namespace std
+  _GLIBCXX_VISIBILITY(default)``) are blanked (same byte offsets) before parsing.
 
-"Right above" means only whitespace, and no blank line, between the comment and the declaration.
-Symbols are searched at file level and in class bodies (methods, nested classes), namespaces,
-``extern "C"`` blocks, preprocessor conditionals and tree-sitter ``ERROR`` regions, never inside
-function bodies. Methods are named ``Class.method`` (C++: ``Class::method``).
-
-``skip`` reasons: ``private`` (a leading ``_`` or ``#``, Java ``private``, C++ private/protected
-members or ``detail``/``internal`` namespaces, JSDoc ``@private``/``@ignore``/``@internal``, and
-everything inside a private class), ``special`` (constructors, destructors, operators), ``test``
-(Python ``test*`` functions and ``Test*`` classes, Java ``@Test`` methods), ``syntax`` (the symbol's
-subtree has parse errors, or its Python code does not compile as Python 3).
+"Above" means only whitespace, no blank line, in between. Symbols are searched at file level, in class bodies,
+namespaces, ``extern "C"``, preprocessor blocks and ``ERROR`` regions, never in function bodies; methods are named
+``Class.method`` (C++ ``Class::method``). Skips: ``private`` (leading ``_`` or ``#``, Java ``private``, C++
+private/protected members and ``detail``/``internal`` namespaces, doc tags ``@private``/``@ignore``/``@internal``
+(or ``\\internal``), members of private classes), ``special`` (constructors, destructors, operators), ``test``
+(Python ``test*``/``Test*``, Java ``@Test``), ``syntax`` (parse errors in the symbol, or Python code that does not
+compile as Python 3).
 """
 
 from __future__ import annotations
@@ -44,7 +34,9 @@ import re
 import textwrap
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
+from itertools import takewhile
+
+from coderforge.data.filters.syntax import error_bytes, parser_for
 
 GRAMMARS = {"python": "python", "javascript": "javascript", "typescript": "typescript", "java": "java",
             "c++": "cpp", "c": "cpp"}
@@ -52,7 +44,8 @@ MAX_DEPTH = 64  # container nesting searched (namespaces in namespaces, preproce
 _PRIVATE_NAMESPACES = frozenset({"detail", "details", "internal", "impl", "anonymous"})
 _JS_FUNCS = frozenset({"function_expression", "function", "arrow_function", "generator_function"})
 _JS_CLASSES = frozenset({"class_declaration", "abstract_class_declaration", "class"})
-_JS_PRIVATE_TAGS = re.compile(r"^@(?:private|ignore|internal)\b", re.MULTILINE)
+_PY_TEST = re.compile(r"test(?:_|$)|Test(?:[A-Z_]|$)")
+_PRIVATE_TAGS = re.compile(r"^[@\\](?:private|ignore|internal)\b", re.MULTILINE)
 _JS_EXAMPLE = re.compile(r"^@example\b[^\n]*\n?(.*?)(?=^@\w|\Z)", re.MULTILINE | re.DOTALL)
 _JAVA_PRE = re.compile(r"<pre>(.*?)</pre>", re.DOTALL | re.IGNORECASE)
 _CPP_CODE = re.compile(r"[@\\]code(?:\{[^}\n]*\})?(.*?)[@\\]endcode", re.DOTALL)
@@ -62,7 +55,7 @@ _CPP_DECLARATORS = frozenset({"pointer_declarator", "reference_declarator", "att
                               "parenthesized_declarator"})
 
 # C/C++ macros that hide declarations from the grammar (see the module docstring)
-_M = rb"_?[A-Z][A-Z0-9_]*(?:\([^()\n]*\))?"
+_M = rb"_?[A-Z][A-Z0-9_]+(?:\([^()\n]*\))?"
 _MU = rb"_?[A-Z][A-Z0-9]*_[A-Z0-9_]*(?:\([^()\n]*\))?"
 _MACRO_RULES = (
     (re.compile(rb"^[ \t]*" + _M + rb"(?:[ \t]+" + _M + rb")*[ \t]*$", re.MULTILINE), 0),
@@ -88,54 +81,29 @@ class Symbol:
 @dataclass
 class Extraction:
     symbols: list[Symbol] = field(default_factory=list)
-    parse_errors: int = 0  # ERROR and MISSING nodes of the tree
-
-
-@lru_cache(maxsize=None)
-def _parser(grammar: str):
-    from tree_sitter_language_pack import get_parser
-
-    return get_parser(grammar)
-
-
-def grammar_for(lang: str, path: str) -> str | None:
-    if lang == "typescript" and path.lower().endswith(".tsx"):
-        return "tsx"
-    return GRAMMARS.get(lang)
+    parse_errors: int = 0  # bytes under ERROR nodes + MISSING nodes of the tree
 
 
 def mask_macros(data: bytes) -> bytes:
     """``data`` with C/C++ declaration macros replaced by spaces (preprocessor lines untouched)."""
     out = bytearray(data)
-    for rx, group in _MACRO_RULES:
-        for m in rx.finditer(data):
-            s, e = m.span(group)
-            out[s:e] = b" " * (e - s)
+    for s, e in [m.span(group) for rx, group in _MACRO_RULES for m in rx.finditer(data)]:
+        out[s:e] = b" " * (e - s)
     for m in _PREPROCESSOR_LINE.finditer(data):
         out[m.start():m.end()] = data[m.start():m.end()]
     return bytes(out)
 
 
 def extract(lang: str, path: str, source: str) -> Extraction:
-    grammar = grammar_for(lang, path)
+    grammar = "tsx" if lang == "typescript" and path.lower().endswith(".tsx") else GRAMMARS.get(lang)
     if grammar is None:
         raise ValueError(f"no seed extraction for language {lang!r}")
     data = source.encode("utf-8", "surrogatepass")
     parsed = mask_macros(data) if grammar == "cpp" else data
-    root = _parser(grammar).parse(parsed).root_node
+    root = parser_for(grammar).parse(parsed).root_node
     walker = {"python": _Python, "java": _Java, "cpp": _Cpp}.get(grammar, _JavaScript)(data)
-    walker.container(root, "", False, 0)
-    return Extraction(walker.found, _count_errors(root))
-
-
-def _count_errors(root) -> int:
-    n, stack = 0, [root]
-    while stack:
-        node = stack.pop()
-        if node.has_error or node.is_missing:
-            n += node.is_error or node.is_missing
-            stack.extend(node.children)
-    return n
+    walker.visit(root, "", False, 0)
+    return Extraction(walker.found, sum(error_bytes(root)) if root.has_error else 0)
 
 
 def _text(node) -> str:
@@ -146,23 +114,19 @@ def _name(node) -> str:
     return _text(node.child_by_field_name("name"))
 
 
-# ---- documentation text ---------------------------------------------------------------------------
-
 def clean_block_comment(text: str) -> str:
     """``/** … */`` (or ``/*! … */``) without its delimiters and leading ``*`` columns."""
     body = text[3:-2] if text.endswith("*/") else text[3:]
     first, *rest = body.split("\n")
-    starred = all(ln.lstrip().startswith("*") for ln in rest if ln.strip())
-    if starred:
+    if all(ln.lstrip().startswith("*") for ln in rest if ln.strip()):  # a `*` column
         rest = [re.sub(r"^\s*\*(?: |(?=\S)|$)?", "", ln, count=1) for ln in rest]
     else:
         rest = textwrap.dedent("\n".join(rest)).split("\n")
     return _strip_doc("\n".join([first.strip(), *rest]))
 
 
-def clean_line_comments(lines: list[str]) -> str:
-    """``///`` / ``//!`` lines without their markers."""
-    return _strip_doc(textwrap.dedent("\n".join(ln[3:] for ln in lines)))
+def _is_line_doc(text: str) -> bool:
+    return text.startswith(("///", "//!")) and not text.startswith(("////", "///<", "//!<"))
 
 
 def _strip_doc(text: str) -> str:
@@ -177,56 +141,56 @@ def python_doctest(docstring: str) -> str:
         return ""
     blocks = []
     for ex in examples:
-        src = ex.source.rstrip("\n").split("\n")
-        blocks.append("\n".join([">>> " + src[0], *("... " + s for s in src[1:])]) + ("\n" + ex.want.rstrip("\n")
-                                                                                   if ex.want else ""))
+        first, *more = ex.source.rstrip("\n").split("\n")
+        blocks += [">>> " + first, *("... " + m for m in more), *([ex.want.rstrip("\n")] if ex.want else [])]
     return "\n".join(blocks)
 
 
-def _examples(blocks: list[str]) -> str:
-    return "\n\n".join(b for b in (textwrap.dedent(b).strip("\n").rstrip() for b in blocks) if b.strip())
+def _unwrap_pre(body: str) -> str:
+    """The code of ``<pre>{@code …}</pre>`` (or of a plain ``<pre>`` block), HTML entities decoded."""
+    if body.lstrip().startswith("{@code"):
+        body = body.lstrip()[len("{@code"):].rsplit("}", 1)[0]
+    return html.unescape(body)
 
 
-def jsdoc_examples(docstring: str) -> str:
-    blocks = [re.sub(r"<caption>.*?</caption>", "", m.group(1), flags=re.DOTALL) for m in
-              _JS_EXAMPLE.finditer(docstring)]
-    return _examples([re.sub(r"^\s*```\w*\s*$", "", b, flags=re.MULTILINE) for b in blocks])
+_EXAMPLES = {  # comment style → (block pattern, cleanup of one block)
+    "jsdoc": (_JS_EXAMPLE, lambda b: re.sub(r"^\s*```\w*\s*$|<caption>.*?</caption>", "", b,
+                                            flags=re.MULTILINE | re.DOTALL)),
+    "javadoc": (_JAVA_PRE, _unwrap_pre),
+    "doxygen": (_CPP_CODE, lambda b: b),
+}
 
 
-def javadoc_examples(docstring: str) -> str:
-    blocks = []
-    for m in _JAVA_PRE.finditer(docstring):
-        body = m.group(1).strip("\n")
-        if body.lstrip().startswith("{@code"):
-            body = body.lstrip()[len("{@code"):]
-            body = body[:body.rfind("}")] if "}" in body else body
-        blocks.append(html.unescape(body))
-    return _examples(blocks)
+def doc_examples(style: str, docstring: str) -> str:
+    """The usage examples of a JSDoc / Javadoc / Doxygen docstring, blank-line separated."""
+    rx, clean = _EXAMPLES[style]
+    blocks = (textwrap.dedent(clean(m.group(1))).strip("\n").rstrip() for m in rx.finditer(docstring))
+    return "\n\n".join(b for b in blocks if b.strip())
 
-
-def doxygen_examples(docstring: str) -> str:
-    return _examples([m.group(1) for m in _CPP_CODE.finditer(docstring)])
-
-
-# ---- walkers ----------------------------------------------------------------------------------------
 
 class _Walker:
     comment_types: frozenset[str] = frozenset({"comment"})
-    sep = "."
+    line_docs = False  # whether runs of `///` / `//!` lines document a declaration
+    style = "jsdoc"  # of the examples in the documentation
 
     def __init__(self, data: bytes):
         self.data = data
         self.found: list[Symbol] = []
 
-    def container(self, node, prefix: str, private: bool, depth: int) -> None:
-        raise NotImplementedError
+    def visit(self, node, prefix: str, private: bool, depth: int, *more) -> None:
+        if depth <= MAX_DEPTH:  # deeper nesting (pathological input) is not searched
+            self.container(node, prefix, private, depth, *more)
 
     def code(self, start: int, end: int) -> str:
         """The source from ``start``'s line to ``end``, dedented (indentation kept relative)."""
         line_start = self.data.rfind(b"\n", 0, start) + 1
         if not self.data[line_start:start].strip():
             start = line_start
-        return textwrap.dedent(self.data[start:end].decode("utf-8", "replace")).strip("\n")
+        text = self.data[start:end].decode("utf-8", "replace")
+        out = textwrap.dedent(text)
+        if out[:1] in (" ", "\t"):  # tabs and spaces mixed in the indentation
+            out = textwrap.dedent(text.expandtabs(8))
+        return out.strip("\n")
 
     def doc_comment(self, anchor) -> tuple[str, int] | None:
         """The doc comment right above ``anchor``: (cleaned text, its start byte), or None."""
@@ -242,97 +206,86 @@ class _Walker:
         last = _text(run[0])
         if last.startswith(("/**", "/*!")) and not last.startswith(("/***", "/**<", "/*!<")) and len(last) > 4:
             return clean_block_comment(last), run[0].start_byte
-        lines = []
-        for c in run:
-            t = _text(c)
-            if not t.startswith(("///", "//!")) or t.startswith(("////", "///<", "//!<")):
-                break
-            lines.append(t)
-        if not lines or self.comment_types == frozenset({"block_comment", "line_comment"}) or \
-                isinstance(self, _JavaScript):
+        lines = list(takewhile(_is_line_doc, map(_text, run))) if self.line_docs else []
+        if not lines:
             return None
-        return clean_line_comments(lines[::-1]), run[len(lines) - 1].start_byte
+        return _strip_doc("\n".join(ln[3:] for ln in reversed(lines))), run[len(lines) - 1].start_byte
 
-    def add(self, kind: str, name: str, anchor, doc: tuple[str, int], examples: str, skip: str) -> None:
-        if anchor.has_error:
-            skip = skip or "syntax"
-        self.found.append(Symbol(kind, name, self.code(doc[1], anchor.end_byte), doc[0], examples, skip))
+    def emit(self, kind: str, name: str, anchor, skip: str) -> None:
+        """Record ``anchor`` (the declaration, wrappers included) when a doc comment is right above it."""
+        doc = self.doc_comment(anchor)
+        if doc is None:
+            return
+        if not skip and (_PRIVATE_TAGS.search(doc[0]) or anchor.has_error):
+            skip = "syntax" if anchor.has_error else "private"
+        self.found.append(Symbol(kind, name, self.code(doc[1], anchor.end_byte), doc[0],
+                                 doc_examples(self.style, doc[0]), skip))
 
 
 class _Python(_Walker):
     def container(self, node, prefix: str, private: bool, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            return
         for child in node.named_children:
             defn = child.child_by_field_name("definition") if child.type == "decorated_definition" else child
             if defn is None or defn.type not in ("function_definition", "class_definition"):
                 continue
             name, is_class = _name(defn), defn.type == "class_definition"
             skip = "private" if private or name.startswith("_") else ""
-            if not skip and (name.startswith("test") or (is_class and name.startswith("Test"))):
+            if not skip and _PY_TEST.match(name):
                 skip = "test"
             body = defn.child_by_field_name("body")
             doc = self.docstring(body)
             if doc is not None:
                 code = self.code(child.start_byte, child.end_byte)
-                if not skip and not child.has_error and not _compiles(code):
+                if not skip and (child.has_error or _quiet(compile, code, "<seed>", "exec", ast.PyCF_ONLY_AST, True)
+                                 is None):
                     skip = "syntax"
                 self.found.append(Symbol("class" if is_class else "function", prefix + name, code, doc,
-                                         python_doctest(doc), skip or ("syntax" if child.has_error else "")))
+                                         python_doctest(doc), skip))
             if is_class and body is not None:
-                self.container(body, f"{prefix}{name}.", bool(skip), depth + 1)
+                self.visit(body, f"{prefix}{name}.", bool(skip), depth + 1)
 
     @staticmethod
     def docstring(body) -> str | None:
         first = next((c for c in (body.named_children if body is not None else []) if c.type != "comment"), None)
-        if first is None or first.type != "expression_statement" or first.named_child_count != 1:
+        if first is not None and first.type == "expression_statement" and first.named_child_count == 1:
+            first = first.named_children[0]  # grammar versions differ on this wrapper
+        if first is None or first.type not in ("string", "concatenated_string"):
             return None
-        lit = first.named_children[0]
-        if lit.type != "string":
-            return None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                value = ast.literal_eval(_text(lit))
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return None  # f-strings are not docstrings
+        value = _quiet(ast.literal_eval, _text(first))  # None for f-strings: not docstrings
         return inspect.cleandoc(value) if isinstance(value, str) else None
 
 
-def _compiles(code: str) -> bool:
+def _quiet(fn, *args):
+    """``fn(*args)`` with warnings silenced, or None when it fails to parse."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            compile(code, "<seed>", "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
-        return True
+            return fn(*args)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return False
+        return None
 
 
 class _JavaScript(_Walker):
     def container(self, node, prefix: str, private: bool, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            return
         for child in node.named_children:
             if child.type == "ERROR":
-                self.container(child, prefix, private, depth + 1)
+                self.visit(child, prefix, private, depth + 1)
                 continue
             decl = child.child_by_field_name("declaration") if child.type == "export_statement" else child
             found = self.symbol(decl) if decl is not None else None
             if found is None:
                 continue
             kind, name, cls = found
+            if not re.fullmatch(r"[\w$#.]+", name):
+                continue  # computed names (`[Symbol.iterator]() {…}`)
             skip = "private" if private or name.lstrip(".").startswith(("_", "#")) else ""
             if child.type == "method_definition":
                 mod = next((c for c in child.children if c.type == "accessibility_modifier"), None)
                 skip = skip or ("private" if _text(mod) in ("private", "protected") else "")
                 skip = skip or ("special" if name == "constructor" else "")
-            doc = self.doc_comment(child)
-            if doc is not None:
-                skip = skip or ("private" if _JS_PRIVATE_TAGS.search(doc[0]) else "")
-                self.add(kind, prefix + name, child, doc, jsdoc_examples(doc[0]), skip)
+            self.emit(kind, prefix + name, child, skip)
             if cls is not None and cls.child_by_field_name("body") is not None:
-                self.container(cls.child_by_field_name("body"), f"{prefix}{name}.", bool(skip), depth + 1)
+                self.visit(cls.child_by_field_name("body"), f"{prefix}{name}.", bool(skip), depth + 1)
 
     @staticmethod
     def symbol(decl) -> tuple[str, str, object] | None:
@@ -351,8 +304,9 @@ class _JavaScript(_Walker):
             assign = decl.named_children[0]
             value = assign.child_by_field_name("right")
             name = re.sub(r"^(?:module\.)?exports\.?|\.prototype\b", "", _text(assign.child_by_field_name("left")))
-            name = name or _name(value) if value is not None else name
-        if value is None or not name or not re.fullmatch(r"[\w$#.]+", name):
+            if not name and value is not None:
+                name = _name(value)  # `module.exports = function name(…)`
+        if value is None or not name:
             return None
         if value.type in _JS_FUNCS:
             return "function", name, None
@@ -361,16 +315,15 @@ class _JavaScript(_Walker):
 
 class _Java(_Walker):
     comment_types = frozenset({"block_comment", "line_comment"})
+    style = "javadoc"
     _classes = ("class_declaration", "record_declaration", "enum_declaration")
     _bodies = ("class_body", "interface_body", "enum_body", "enum_body_declarations", "ERROR")
 
     def container(self, node, prefix: str, private: bool, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            return
         for child in node.named_children:
             t = child.type
             if t in self._bodies:
-                self.container(child, prefix, private, depth + 1)
+                self.visit(child, prefix, private, depth + 1)
                 continue
             if t not in (*self._classes, "interface_declaration", "method_declaration"):
                 continue
@@ -381,20 +334,16 @@ class _Java(_Walker):
                     "Test", "ParameterizedTest") for a in mods.named_children if "annotation" in a.type):
                 skip = "test"
             body = child.child_by_field_name("body")
-            doc = self.doc_comment(child)
-            if t != "interface_declaration" and body is not None and doc is not None:
-                kind = "function" if t == "method_declaration" else "class"
-                self.add(kind, prefix + name, child, doc, javadoc_examples(doc[0]), skip)
+            if t != "interface_declaration" and body is not None:
+                self.emit("function" if t == "method_declaration" else "class", prefix + name, child, skip)
             if t != "method_declaration" and body is not None:
-                self.container(body, f"{prefix}{name}.", bool(skip), depth + 1)
+                self.visit(body, f"{prefix}{name}.", bool(skip), depth + 1)
 
 
 class _Cpp(_Walker):
-    sep = "::"
+    line_docs, style = True, "doxygen"
 
     def container(self, node, prefix: str, private: bool, depth: int, access: str | None = None) -> None:
-        if depth > MAX_DEPTH:
-            return
         for child in node.named_children:
             t = child.type
             if t == "access_specifier":
@@ -402,10 +351,10 @@ class _Cpp(_Walker):
                 continue
             hidden = private or access in ("private", "protected")
             if t in _CPP_CONTAINERS:
-                self.container(child.child_by_field_name("body") or child, prefix, hidden, depth + 1)
+                self.visit(child, prefix, hidden, depth + 1)
             elif t == "namespace_definition" and child.child_by_field_name("body") is not None:
                 ns = _text(child.child_by_field_name("name"))
-                self.container(child.child_by_field_name("body"), prefix,
+                self.visit(child.child_by_field_name("body"), prefix,
                                hidden or ns.startswith("_") or ns.lower() in _PRIVATE_NAMESPACES or not ns,
                                depth + 1)
             else:
@@ -429,19 +378,15 @@ class _Cpp(_Walker):
             skip = "private" if private or last.startswith("_") else ""
             if not skip and ("operator" in last or last.startswith("~") or last == cls):
                 skip = "special"
-            doc = self.doc_comment(anchor)
-            if doc is not None:
-                self.add("function", prefix + name, anchor, doc, doxygen_examples(doc[0]), skip)
+            self.emit("function", prefix + name, anchor, skip)
         elif decl.type in ("class_specifier", "struct_specifier") and decl.child_by_field_name("body") is not None:
             name = _text(decl.child_by_field_name("name"))
             if not re.fullmatch(r"\w+", name):
                 return  # anonymous, or a specialisation `Foo<int>`
             skip = "private" if private or name.startswith("_") else ""
-            doc = self.doc_comment(anchor)
-            if doc is not None:
-                self.add("class", prefix + name, anchor, doc, doxygen_examples(doc[0]), skip)
+            self.emit("class", prefix + name, anchor, skip)
             default = "private" if decl.type == "class_specifier" else "public"
-            self.container(decl.child_by_field_name("body"), f"{prefix}{name}::", bool(skip), depth + 1, default)
+            self.visit(decl.child_by_field_name("body"), f"{prefix}{name}::", bool(skip), depth + 1, default)
 
     @staticmethod
     def function_name(fn) -> str:

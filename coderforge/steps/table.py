@@ -138,7 +138,7 @@ STEPS: tuple[Step, ...] = (
     Step("seeds", "coderforge.posttrain.seeds:run_seeds",
          "Functions and classes with docstrings (and doctests) mined from the curated corpus, with provenance.",
          output="seeds", inputs=(Input("docs_dir", "Dataset", _DOCS_AFTER_CURATION, fallback="posttrain.docs"),),
-         sections=("synth", "posttrain"), **_POST),
+         sections=("synth", "posttrain", "executor"), **_POST),
     Step("synthesise", "coderforge.posttrain.synthesise:run_synthesise",
          "A teacher model served by vLLM turns each seed into a problem, a solution and unit tests.",
          output="samples", inputs=(Input("seeds_dir", "Dataset", ("seeds",)),
