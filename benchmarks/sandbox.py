@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-ISOLATION = ("net+pid+mount+ipc+uts namespaces, throw-away uid, scratch tmpfs, rlimits, empty env, seccomp filter, "
+ISOLATION = ("net+pid+mount+ipc+uts namespaces, allow-list root (fresh tmpfs, toolchains bound read-only, "
+             "pivot_root), throw-away uid, scratch tmpfs, rlimits, empty env, seccomp filter, "
              "per-run memory cgroup where available")
 sys.path.insert(0, str(ROOT.parent))
 

@@ -120,19 +120,29 @@ class EvalSection(Section):
     timeout_s: float = Field(5.0, gt=0)
     memory_mb: int = Field(512, ge=64)
     heldout_max_rows: int = Field(64, ge=1)
-    suite: list[Literal["heldout", "humaneval", "mbpp", "humaneval_plus", "mbpp_plus", "fim", "needle"]] = Field(
+    suite: list[Literal["heldout", "humaneval", "mbpp", "humaneval_plus", "mbpp_plus", "multipl_e", "fim",
+                        "needle"]] = Field(
         default_factory=lambda: ["heldout", "humaneval"], description="benchmarks the evaluate step runs")
+    backend: Literal["vllm", "transformers"] = Field(
+        "vllm", description="generation: a vLLM server per model (the vllm section), or transformers in-process")
     mbpp_path: str | None = Field(None, description="MBPP JSONL (original or evalplus format)")
     humaneval_plus_path: str | None = Field(None, description="HumanEval+ JSONL (evalplus format)")
     mbpp_plus_path: str | None = Field(None, description="MBPP+ JSONL (evalplus format)")
     jsonl_problems: int | None = Field(None, ge=1, description="first N problems of each JSONL benchmark")
-    samples: int = Field(1, ge=1, description="completions per problem (1 = greedy)")
-    temperature: float = Field(0.0, ge=0.0, description="0 = greedy; >0 with samples>1 for pass@k")
-    pass_k: list[int] = Field(default_factory=lambda: [1])
+    samples: int = Field(1, ge=1, description="completions per problem of the sampled run (pass@k)")
+    temperature: float = Field(0.0, ge=0.0, description="0: greedy pass@1 only; >0: also a sampled run of "
+                                                        "`samples` completions per problem for pass@k")
+    pass_k: list[int] = Field(default_factory=lambda: [1], description="k of the sampled run's pass@k (k <= samples)")
     fim_problems: int = Field(20, ge=1, le=164, description="HumanEval-FIM single-line tasks")
     needle_lengths: list[int] = Field(default_factory=lambda: [256], description="haystack lengths in tokens")
     needle_depths: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])
-    batch_size: int = Field(8, ge=1, description="prompts per generation batch")
+    batch_size: int = Field(8, ge=1, description="prompts per generation batch (transformers backend)")
+    multipl_e_paths: dict[Literal["python", "javascript", "java", "cpp"], str] = Field(
+        default_factory=dict, description="MultiPL-E JSONL per language (fields: name or task_id, prompt, tests, "
+                                          "stop_tokens, language); benchmark multipl_e_<language>")
+    instruct_max_new_tokens: int = Field(512, ge=1, description="answer length of SFT/DPO models (chat template)")
+    instruct_prefill: bool = Field(True, description="start the assistant turn with the opening code fence and "
+                                                     "stop at the closing one (Qwen2.5-Coder's EvalPlus protocol)")
 
 
 class TrackingSection(Section):

@@ -2,12 +2,20 @@
 
 A run id may be an evaluate step's run or a pipeline (parent) run: for a parent, the metrics of its
 ``evaluate`` child run are used (the other steps' metrics are added as ``<step>.<metric>``).
+
+Stage view (``stage_columns``): an evaluate run holds the metrics of each model it evaluated under a
+stage prefix (``base.``, ``sft.``, ``dpo.``); there every (run, stage) becomes a column of the
+unprefixed metrics, labelled with the stage's mode, so base vs SFT vs DPO of one run, and the stages
+of two runs of one recipe, stand side by side. ``recipe_note`` says whether the runs share a recipe
+(the pipeline run's ``coderforge.recipe_fingerprint`` tag).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+
+from coderforge.evals.report import mode_of, stage_metrics
 
 HEADLINE = ("humaneval_pass_at_1", "mbpp_pass_at_1", "humaneval_plus_pass_at_1", "mbpp_plus_pass_at_1",
             "fim_exact_match", "needle_accuracy", "heldout_loss", "heldout_ppl")
@@ -41,6 +49,44 @@ def comparison(uri: str, run_ids: list[str]) -> tuple[list[str], list[str], list
     evals = [n for n in names if n not in head and "." not in n]
     rest = [n for n in names if n not in head and n not in evals]
     return labels, head + evals + rest, per_run
+
+
+def stage_columns(labels: list[str], per_run: list[dict[str, float]]
+                  ) -> tuple[list[str], list[str], list[dict[str, float]]]:
+    """One column per (run, evaluated stage): ``(labels, metric names, metrics per column)``; a run
+    without stage-prefixed metrics keeps its one column."""
+    out_labels, out_metrics = [], []
+    for label, metrics in zip(labels, per_run, strict=True):
+        stages = stage_metrics(metrics)
+        if not stages:
+            out_labels.append(label)
+            out_metrics.append({k: v for k, v in metrics.items() if "." not in k})
+            continue
+        for stage, values in stages.items():
+            mode = mode_of(values)
+            out_labels.append(f"{label} {stage}" + (f" ({mode})" if mode else ""))
+            out_metrics.append({k: v for k, v in values.items() if k != "instruct_mode"})
+    names = sorted(set().union(*out_metrics)) if out_metrics else []
+    head = [n for n in HEADLINE if n in names]
+    return out_labels, head + [n for n in names if n not in head], out_metrics
+
+
+def recipe_note(uri: str, run_ids: list[str]) -> str:
+    """Whether the runs come from one recipe (by the pipeline runs' recipe fingerprints); "" if unknown."""
+    from coderforge.tracking import PARENT_TAG, _client
+
+    client, prints = _client(uri), []
+    for rid in run_ids:
+        tags = client.get_run(rid).data.tags
+        fp = tags.get("coderforge.recipe_fingerprint")
+        if fp is None and tags.get(PARENT_TAG):
+            fp = client.get_run(tags[PARENT_TAG]).data.tags.get("coderforge.recipe_fingerprint")
+        prints.append(fp)
+    if len(run_ids) < 2 or all(p is None for p in prints):
+        return ""
+    if len(set(prints)) == 1:
+        return f"recipe: the same in all runs (fingerprint {prints[0]})"
+    return "recipes differ: " + ", ".join(f"{rid[:8]}={p or '?'}" for rid, p in zip(run_ids, prints, strict=True))
 
 
 def _fmt(v: float | None) -> str:

@@ -76,20 +76,38 @@ def score(task: FimTask, generation: str) -> dict:
             "exact_match": pred == task.middle, "edit_similarity": round(edit_similarity(pred, task.middle), 2)}
 
 
-def evaluate_fim(backend, n_problems: int, max_new_tokens: int, out_dir: Path) -> tuple[dict, list[str]]:
+def evaluate_fim(backend, n_problems: int, max_new_tokens: int, out_dir: Path, *, tokenizer=None,
+                 file_prefix: str = "", context_limit: int | None = None) -> tuple[dict, list[str]]:
+    """Exact match and edit similarity over the first ``n_problems`` HumanEval-FIM tasks. ``tokenizer``:
+    the model's (default: ``backend.tokenizer``); a task whose prompt leaves no room for the answer in
+    ``context_limit`` tokens is not sent and counts as a miss (``fim_prompt_too_long``)."""
     from coderforge.generate import GenerationConfig
 
-    vocab = backend.tokenizer.get_vocab()
+    tok = tokenizer if tokenizer is not None else backend.tokenizer
+    vocab = tok.get_vocab()
     missing = [t for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE) if t not in vocab]
     if missing:
         raise ValueError(f"HumanEval-FIM needs the FIM tokens in the tokenizer; missing {missing}")
     tasks = build_fim_tasks(n_problems)
-    gens = backend.generate([t.prompt() for t in tasks], GenerationConfig(max_new_tokens=min(max_new_tokens, 64)))
-    rows = [score(t, g[0]) for t, g in zip(tasks, gens, strict=True)]
-    path = Path(out_dir) / "fim_results.jsonl"
+    max_new = min(max_new_tokens, 64)
+    prompts = [t.prompt() for t in tasks]
+    counts = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    fits = [context_limit is None or c + max_new <= context_limit for c in counts]
+    sent = [i for i, ok in enumerate(fits) if ok]
+    gens = backend.generate([prompts[i] for i in sent], GenerationConfig(max_new_tokens=max_new)) if sent else []
+    by_index = {i: g[0] for i, g in zip(sent, gens, strict=True)}
+    rows = []
+    for i, t in enumerate(tasks):
+        row = score(t, by_index.get(i, ""))
+        if not fits[i]:
+            row["exact_match"], row["prompt_too_long"] = False, True
+        rows.append(row)
+    path = Path(out_dir) / f"{file_prefix}fim_results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     n = len(rows)
     metrics = {"fim_n": float(n),
                "fim_exact_match": sum(r["exact_match"] for r in rows) / n if n else 0.0,
                "fim_edit_similarity": sum(r["edit_similarity"] for r in rows) / n if n else 0.0}
+    if n - len(sent):
+        metrics["fim_prompt_too_long"] = float(n - len(sent))
     return metrics, [str(path)]

@@ -65,21 +65,33 @@ def build_task(tokenizer, length: int, depth: float, seed: int) -> NeedleTask:
     return NeedleTask(length, depth, name, value, prompt, len(tokenizer.encode(prompt, add_special_tokens=False)))
 
 
-def evaluate_needle(backend, lengths: list[int], depths: list[float], out_dir: Path,
-                    seed: int = 0) -> tuple[dict, list[str]]:
+def evaluate_needle(backend, lengths: list[int], depths: list[float], out_dir: Path, seed: int = 0, *,
+                    tokenizer=None, file_prefix: str = "", context_limit: int | None = None) -> tuple[dict, list[str]]:
+    """Accuracy over every (length, depth). ``tokenizer``: the model's (default: ``backend.tokenizer``); a
+    haystack longer than ``context_limit`` allows is not sent and counts as not found
+    (``needle_prompt_too_long``)."""
     from coderforge.generate import GenerationConfig
 
-    tasks = [build_task(backend.tokenizer, L, d, seed) for L in lengths for d in depths]
-    gens = backend.generate([t.prompt for t in tasks], GenerationConfig(max_new_tokens=8))
+    tok = tokenizer if tokenizer is not None else backend.tokenizer
+    max_new = 8
+    tasks = [build_task(tok, L, d, seed) for L in lengths for d in depths]
+    sent = [i for i, t in enumerate(tasks) if context_limit is None or t.prompt_tokens + max_new <= context_limit]
+    gens = backend.generate([tasks[i].prompt for i in sent], GenerationConfig(max_new_tokens=max_new)) \
+        if sent else []
+    by_index = {i: g[0] for i, g in zip(sent, gens, strict=True)}
     rows = []
-    for t, g in zip(tasks, gens, strict=True):
-        found = g[0].strip().startswith(str(t.value))
+    for i, t in enumerate(tasks):
+        g = by_index.get(i)
+        found = g is not None and g.strip().startswith(str(t.value))
         rows.append({"task_id": f"len{t.length}/depth{t.depth:g}", "length": t.length, "depth": t.depth,
-                     "prompt_tokens": t.prompt_tokens, "expected": t.value, "generation": g[0][:40], "found": found})
-    path = Path(out_dir) / "needle_results.jsonl"
+                     "prompt_tokens": t.prompt_tokens, "expected": t.value,
+                     "generation": (g or "")[:40], "found": found, "prompt_too_long": g is None})
+    path = Path(out_dir) / f"{file_prefix}needle_results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     metrics = {"needle_n": float(len(rows)),
                "needle_accuracy": sum(r["found"] for r in rows) / len(rows) if rows else 0.0}
     for r in rows:
         metrics[f"needle_found_len{r['length']}_depth{r['depth']:g}"] = float(r["found"])
+    if len(rows) - len(sent):
+        metrics["needle_prompt_too_long"] = float(len(rows) - len(sent))
     return metrics, [str(path)]

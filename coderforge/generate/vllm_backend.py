@@ -42,6 +42,10 @@ from coderforge.generate.backend import QWEN_STOP_TOKENS, GenerationConfig, Usag
 T = TypeVar("T")
 R = TypeVar("R")
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# The server's request schema takes at most 4 stop strings (OpenAI's limit). The rest are applied here:
+# every completion is cut at the earliest of all the caller's stops, so the result is the same, only
+# generation past a later stop string runs on.
+MAX_SERVER_STOPS = 4
 
 
 class VLLMRequestError(RuntimeError):
@@ -148,7 +152,7 @@ class VLLMBackend:
             "model": self.model, "prompt": prompt, "n": n, "max_tokens": config.max_new_tokens,
             "temperature": 0.0 if greedy else config.temperature, "top_p": 1.0 if greedy else config.top_p,
             "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
-            "frequency_penalty": 0.0, "stop": list(config.stop), "stop_token_ids": stop_ids,
+            "frequency_penalty": 0.0, "stop": list(config.stop)[:MAX_SERVER_STOPS], "stop_token_ids": stop_ids,
             "add_special_tokens": False, "skip_special_tokens": False,
             "spaces_between_special_tokens": False, "include_stop_str_in_output": False,
         }

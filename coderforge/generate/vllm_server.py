@@ -193,6 +193,7 @@ class VLLMServer:
         self.pgid: int | None = None     # the server's process group (= its pid), kept after stop()
         self.start_seconds: float | None = None
         self.stop_seconds: float | None = None
+        self._owner_pid = os.getpid()
         self._lock = threading.RLock()
 
     @property
@@ -218,8 +219,8 @@ class VLLMServer:
             return self
         if self.proc is not None:
             raise VLLMServerError("server already started")
-        self._spawn()
         try:
+            self._spawn()
             self._wait_healthy()
         except BaseException:
             self.stop()
@@ -252,6 +253,7 @@ class VLLMServer:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          env=env, start_new_session=True)
         self.pgid = self.proc.pid
+        self._owner_pid = os.getpid()
         _REGISTRY.add(self)
 
     def _wait_healthy(self) -> None:
@@ -272,7 +274,7 @@ class VLLMServer:
         """Stop the whole process group (SIGINT, then SIGKILL after the grace period). Idempotent."""
         with self._lock:
             proc = self.proc
-            if proc is None:
+            if proc is None or os.getpid() != self._owner_pid:  # a forked child never stops its parent's
                 return
             pgid = proc.pid  # start_new_session: the group id is the leader's pid
             t0 = time.monotonic()

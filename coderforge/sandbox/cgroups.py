@@ -112,22 +112,29 @@ class Cgroup:
         self.peak_base_valid = self.version == "v1" or not getattr(self, "used", False)
         self.used = True
 
-    def kill_all(self) -> int:
+    def kill_all(self, wait_s: float = 0.0) -> int:
+        """SIGKILL whatever is left in the cgroup and wait (up to ``wait_s``) until it is gone (a process
+        being killed stays listed until it has exited)."""
         import signal
+        import time
 
-        killed = 0
-        for d in self.dirs.values():
-            try:
-                pids = [int(x) for x in (d / "cgroup.procs").read_text().split()]
-            except OSError:
-                pids = []
-            for pid in pids:
+        killed, deadline = 0, time.monotonic() + wait_s
+        while True:
+            pids = []
+            for d in self.dirs.values():
+                try:
+                    pids += [int(x) for x in (d / "cgroup.procs").read_text().split()]
+                except OSError:
+                    pass
+            for pid in set(pids):
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed += 1
                 except (ProcessLookupError, PermissionError):
                     pass
-        return killed
+            if not pids or time.monotonic() >= deadline:
+                return killed
+            time.sleep(0.005)
 
     @property
     def procs_files(self) -> list[str]:
@@ -215,8 +222,9 @@ class CgroupPool:
         return cg
 
     @classmethod
-    def give_back(cls, cg: Cgroup) -> None:
-        cg.kill_all()
+    def give_back(cls, cg: Cgroup, wait_s: float = 0.0) -> None:
+        """Empty the cgroup (waiting up to ``wait_s`` for what was killed to be gone) and keep it for reuse."""
+        cg.kill_all(wait_s)
         with cls._lock:
             if cls._owner == os.getpid():
                 cls._idle.append(cg)

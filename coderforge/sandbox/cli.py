@@ -44,10 +44,12 @@ def run_cmd(
 
 @app.command("check")
 def check_cmd() -> None:
-    """Say whether this node can isolate programs, and which languages have toolchains; JSON."""
+    """Say whether this node can isolate programs, which languages have toolchains, and the allow-list of
+    host paths a program sees (everything else of the host is absent); JSON."""
+    from coderforge.sandbox.allowlist import root_plan
     from coderforge.sandbox.cgroups import cgroup_support
     from coderforge.sandbox.core import run_program
-    from coderforge.sandbox.host import is_root, private_host_paths
+    from coderforge.sandbox.host import is_root
     from coderforge.sandbox.isolation import probe
     from coderforge.sandbox.languages import available_languages
     from coderforge.sandbox.seccomp import seccomp_summary
@@ -55,7 +57,7 @@ def check_cmd() -> None:
     ok, reason = probe()
     report = {"isolated": ok, "reason": reason, "mode": "root: throw-away uid per run" if is_root()
               else "rootless: user namespace", "languages": available_languages(),
-              "hidden_paths": private_host_paths(), "seccomp": seccomp_summary(),
+              "allow_list": root_plan().report(), "seccomp": seccomp_summary(),
               "cgroups": cgroup_support()}
     if ok:
         v = run_program("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\n")

@@ -109,7 +109,9 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
     ``nproc`` processes and threads of the run's uid. ``success_marker``: when given, an exit
     status of 0 only counts as ``passed`` if stdout contains the marker (append ``print(marker)``
     after the tests), so a program that leaves early with ``sys.exit(0)``/``os._exit(0)`` does
-    not pass; the marker is removed from stdout.
+    not pass; the marker is removed from stdout. The program sees an allow-list of host paths
+    (:mod:`coderforge.sandbox.rootfs`), never the rest of the host; ``hide_paths`` (default: homes,
+    secrets, this checkout and virtualenv) are covered where they lie inside that allow-list.
     """
     t0 = time.monotonic()
     language = get_language(lang, memory_mb, code)
@@ -125,6 +127,7 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
     run_lim, comp_lim = step_limits(language, timeout_s, memory_mb, fsize_mb, nofile, nproc)
     stage = tempfile.mkdtemp(prefix="coderforge-sbx-")
     lease = cgroup = None
+    timed_out = True  # until the run says otherwise
     try:
         _stage_files(stage, language.source, code, files)
         uid = None
@@ -136,7 +139,7 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
         steps = [{**s, "limits": (comp_lim if s["phase"] == "compile" else run_lim).as_dict()}
                  for s in language.steps]
         cfg = init_config(stage, steps, uid=uid, scratch_mb=scratch_mb,
-                          hide=hide_paths if hide_paths is not None else private_host_paths(),
+                          hide=list(hide_paths) if hide_paths is not None else private_host_paths(),
                           isolate=isolated, status_fd=-1)
         cgroup_limit_mb = cgroup_mb(language, memory_mb, scratch_mb)
         if use_cgroups():
@@ -153,7 +156,7 @@ def run_program(code: str, lang: str = "python", timeout_s: float = 5, memory_mb
                       cgroup_limit_mb)
     finally:
         if cgroup is not None:
-            CgroupPool.give_back(cgroup)
+            CgroupPool.give_back(cgroup, wait_s=2.0 if timed_out else 0.0)  # killed: wait until it is gone
         if lease is not None:
             lease.release(sweep=cgroup is None or not isolated)
         shutil.rmtree(stage, ignore_errors=True)

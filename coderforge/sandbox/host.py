@@ -17,8 +17,9 @@ def is_root() -> bool:
 
 
 def system_python() -> str | None:
-    """An interpreter every user can execute (the venv's may live under a private home, which the
-    sandbox hides). ``CODERFORGE_SANDBOX_PYTHON`` overrides."""
+    """The interpreter sandboxed Python programs run on: the system one (the running venv is private to
+    the sandbox). ``CODERFORGE_SANDBOX_PYTHON`` overrides, e.g. with a pyenv build, whose prefix alone
+    the sandbox then mounts."""
     env = os.environ.get("CODERFORGE_SANDBOX_PYTHON")
     if env:
         return env
@@ -38,7 +39,9 @@ def init_python() -> str:
 
 
 def private_host_paths() -> list[str]:
-    """Paths hidden inside the sandbox: homes, mounted secrets, and this checkout / virtualenv."""
+    """Host paths a run must never see: homes, mounted secrets, and this checkout / virtualenv. The run's
+    root (:mod:`coderforge.sandbox.rootfs`) never mounts them, nor a directory holding them (a home may
+    hold a runtime's own prefix), and covers any that lie inside a mounted directory."""
     paths = list(DEFAULT_HIDE)
     pkg_root = Path(__file__).resolve().parents[2]
     for p in (pkg_root, Path(sys.prefix).resolve()):

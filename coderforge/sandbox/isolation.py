@@ -1,17 +1,22 @@
-"""Linux isolation for sandboxed programs: namespaces, mounts, and starting the init that creates them.
+"""Linux isolation for sandboxed programs: namespaces, the run's root, and starting the init that
+creates them.
 
 Every run starts :mod:`coderforge.sandbox.nsinit` (``python -I -S``, standard library only), which
 creates new mount, network, PID, IPC and UTS namespaces (and a user namespace when we are not
-root), becomes PID 1 of the new PID namespace, mounts a fresh ``/proc`` and a size-capped tmpfs
-scratch on ``/tmp``, covers the other world-writable directories and private host paths, then runs
-the program as a throw-away uid (:mod:`~coderforge.sandbox.uids`, when we are root) with
-``no_new_privs``, no groups, an empty environment, rlimits (:mod:`~coderforge.sandbox.limits`) and a
-seccomp filter (:mod:`~coderforge.sandbox.seccomp`). Where the node lets us create one, each run also
-gets its own memory (+ pids) cgroup bounding the resident memory of the whole job
-(:mod:`~coderforge.sandbox.cgroups`). When PID 1 exits the kernel kills everything left in the
-namespace, so daemons cannot outlive the run.
+root), becomes PID 1 of the new PID namespace and switches into a root of its own: a fresh tmpfs
+holding only the allow-list of :mod:`~coderforge.sandbox.rootfs` (the runtimes, their libraries and
+a few system files, read-only), a fresh ``/proc``, a size-capped scratch tmpfs on ``/tmp`` and its own
+``/dev/shm``. It then runs the program as a throw-away uid (:mod:`~coderforge.sandbox.uids`, when we
+are root) with ``no_new_privs``, no groups, an empty environment, rlimits
+(:mod:`~coderforge.sandbox.limits`) and a seccomp filter (:mod:`~coderforge.sandbox.seccomp`). Where
+the node lets us create one, each run also gets its own memory (+ pids) cgroup bounding the resident
+memory of the whole job (:mod:`~coderforge.sandbox.cgroups`). When PID 1 exits the kernel kills
+everything left in the namespace, so daemons cannot outlive the run.
 
-A warm init (:class:`Zygote`) forks one job per request, sparing each job the interpreter's start-up.
+A warm init (:class:`Zygote`) forks one job per request, sparing each job the interpreter's start-up and
+the building of the root: the zygote builds it once, in a mount namespace of its own, and each job's
+mount namespace is a copy of that one (the staging directory and the cgroups reach the job as
+descriptors). A fresh init (``CODERFORGE_SANDBOX_ZYGOTE=0``, and the probe) builds it for its one job.
 If the namespaces cannot be created here, :func:`probe` says why and the sandbox refuses to run
 code unless the caller explicitly allows unisolated runs.
 """
@@ -25,25 +30,51 @@ import tempfile
 import threading
 from pathlib import Path
 
-from coderforge.sandbox.host import SYSTEM_PATH, init_python, is_root
+from coderforge.sandbox.allowlist import probe_argv, root_plan, toolchains
+from coderforge.sandbox.host import SYSTEM_PATH, init_python, is_root, private_host_paths
 from coderforge.sandbox.limits import Limits
+from coderforge.sandbox.rootfs import etc_files
 from coderforge.sandbox.seccomp import filter_hex
 from coderforge.sandbox.uids import UID_BASE, UID_SLOTS
 
 INIT = str(Path(__file__).with_name("nsinit.py"))
 SIMULATE_ENV = "CODERFORGE_SANDBOX_SIMULATE_NO_NAMESPACES"
-WORLD_WRITABLE = ("/var/tmp", "/run/lock", "/dev/mqueue")  # covered by tiny tmpfs the run cannot write
-RUN_OWNED = ("/dev/shm",)  # a fresh capped tmpfs owned by the run's uid
+COMPAT_ENV = "CODERFORGE_SANDBOX_COMPAT"  # chroot + a remount per mount: where pivot_root/mount_setattr fail
+
+
+def root_template(hide: tuple[str, ...] = ()) -> dict:
+    """The run's root (the allow-list of :mod:`.rootfs`, with the private paths inside it covered), as the
+    init builds it: once per zygote for all its jobs, or once per job by a fresh init."""
+    key = (toolchains(), hide, bool(os.environ.get(COMPAT_ENV)), is_root())
+    with _templates_lock:
+        if key not in _templates:
+            _templates[key] = {**root_plan().config(hide), "files": etc_files(), "compat": key[2],
+                               "userns": not key[3]}
+        return _templates[key]
+
+
+_templates: dict[tuple, dict] = {}
+_templates_lock = threading.Lock()
+
+
+def zygote_root(root: dict | None) -> dict | None:
+    """The root a zygote builds once for all its jobs: not where chroot (``compat``) meets a user namespace,
+    as a chrooted process may not create the user namespace of each job (those jobs build their own)."""
+    return None if root is None or (root["compat"] and root["userns"]) else root
 
 
 def init_config(stage: str, steps: list[dict], *, uid: int | None, scratch_mb: int, hide: list[str],
                 isolate: bool, status_fd: int) -> dict:
-    """The init's configuration for one job (JSON): what to mount and hide, as whom, and the steps."""
+    """The init's configuration for one job (JSON): its root (``root``: :func:`root_template` for the
+    private paths of this host; ``hide``: the further ones this job covers), as whom it runs, the steps."""
     env = {"PATH": SYSTEM_PATH, "HOME": "/tmp" if isolate else stage, "TMPDIR": "/tmp" if isolate else stage,
            "LANG": "C.UTF-8"}
+    root, extra = None, []
+    if isolate:
+        root = root_template(tuple(private_host_paths()))
+        extra = [h for h in root_plan().config(tuple(hide))["hide"] if h not in root["hide"]]
     return {
-        "stage": stage, "uid": uid, "scratch_mb": scratch_mb, "hide": hide,
-        "world_writable": list(WORLD_WRITABLE), "run_owned": list(RUN_OWNED),
+        "stage": stage, "uid": uid, "scratch_mb": scratch_mb, "root": root, "hide": extra,
         "isolate": isolate, "userns": isolate and not is_root(), "status_fd": status_fd,
         "simulate_unshare_failure": bool(os.environ.get(SIMULATE_ENV)),
         "seccomp": filter_hex(),
@@ -55,19 +86,26 @@ def init_command(cfg: dict) -> list[str]:
     return [init_python(), "-I", "-S", INIT, json.dumps(cfg)]
 
 
+KEEP = object()
+
+
 class Zygote:
     """A warm ``nsinit.py --serve`` process that forks one job per request (see ``nsinit.serve``):
-    jobs skip the init interpreter's start-up. One per host process, started on first use; it
-    exits when the host process closes the socket (or dies)."""
+    jobs skip the init interpreter's start-up, and start inside the root it built once (``root``: a
+    :func:`root_template`; None for unisolated jobs). One per host process and root, started on first
+    use; it exits when the host process closes the socket (or dies)."""
 
     _lock = threading.Lock()
     _instance: Zygote | None = None
 
-    def __init__(self):
+    def __init__(self, root: dict | None):
         import socket
 
         self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.proc = subprocess.Popen([init_python(), "-I", "-S", INIT, "--serve", str(child.fileno())],
+        self.python = init_python()  # the root mounts this interpreter's prefix: a new one needs a new zygote
+        self.root = root
+        argv = [self.python, "-I", "-S", INIT, "--serve", str(child.fileno())]
+        self.proc = subprocess.Popen(argv + ([json.dumps(root)] if root else []),
                                      pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env={"PATH": SYSTEM_PATH}, cwd="/", start_new_session=True)
@@ -75,15 +113,21 @@ class Zygote:
         self.send_lock = threading.Lock()
 
     @classmethod
-    def get(cls) -> Zygote:
+    def get(cls, root: dict | None | object = KEEP) -> Zygote:
+        """The zygote for jobs in ``root`` (by default: the one running, whatever its root)."""
         with cls._lock:
             z = cls._instance
-            if z is None or z.proc.poll() is not None or z.pid_owner != os.getpid():
+            if root is KEEP:
+                root = z.root if z is not None else None
+            if z is None or z.proc.poll() is not None or z.pid_owner != os.getpid() or z.python != init_python() \
+                    or z.root is not root:
                 if cls._instance is None:
                     import atexit
 
                     atexit.register(cls.shutdown)
-                z = cls._instance = cls()
+                elif z.pid_owner == os.getpid():
+                    z.sock.close()  # another interpreter or root now: the old zygote exits on EOF
+                z = cls._instance = cls(root)
                 z.pid_owner = os.getpid()
             return z
 
@@ -124,8 +168,7 @@ def probe() -> tuple[bool, str]:
         r, w = os.pipe()
         try:
             lim = Limits(cpu=5, as_=256 << 20, nproc=16, fsize=1 << 20, nofile=64)
-            true = "/bin/true" if os.path.exists("/bin/true") else "/usr/bin/true"
-            cfg = init_config(stage, [{"phase": "run", "argv": [true], "limits": lim.as_dict()}],
+            cfg = init_config(stage, [{"phase": "run", "argv": probe_argv(), "limits": lim.as_dict()}],
                               uid=UID_BASE + UID_SLOTS if is_root() else None, scratch_mb=1, hide=[],
                               isolate=True, status_fd=w)
             try:

@@ -12,7 +12,7 @@ import threading
 import time
 
 from coderforge.sandbox.host import SYSTEM_PATH
-from coderforge.sandbox.isolation import Zygote, init_command
+from coderforge.sandbox.isolation import Zygote, init_command, zygote_root
 
 TAIL = 4 * 1024
 
@@ -149,16 +149,21 @@ def execute_popen(cfg: dict, stdin: str, wall: float, max_output: int):
 
 
 def execute_zygote(cfg: dict, stdin: str, wall: float, max_output: int):
-    """Hand the job to the warm zygote with its four pipes; kill its process group on time-out."""
+    """Hand the job to the warm zygote with its four pipes, its staging directory and cgroups (descriptors);
+    kill its process group on time-out."""
     pipes = [os.pipe() for _ in range(4)]  # stdin, stdout, stderr, status
     theirs = [pipes[0][0], pipes[1][1], pipes[2][1], pipes[3][1]]
     ours = [pipes[0][1], pipes[1][0], pipes[2][0], pipes[3][0]]
-    try:
+    try:  # the zygote's jobs start in its root: the staging directory and cgroups go as descriptors
+        theirs.append(os.open(cfg["stage"], os.O_RDONLY | os.O_DIRECTORY))
+        theirs += [os.open(p, os.O_WRONLY) for p in cfg.get("cgroup_procs") or []]
+        root = zygote_root(cfg["root"])
+        job = {k: v for k, v in cfg.items() if k != "cgroup_procs" and (k != "root" or root is None)}
         try:
-            Zygote.get().submit(cfg, theirs)
+            Zygote.get(root).submit(job, theirs)
         except OSError:  # the zygote died: start a new one once
             Zygote.shutdown()
-            Zygote.get().submit(cfg, theirs)
+            Zygote.get(root).submit(job, theirs)
     finally:
         for fd in theirs:
             os.close(fd)

@@ -3,18 +3,17 @@ the host as ``python -I -S nsinit.py CONFIG_JSON`` with a status pipe (``status_
 as a warm zygote (``--serve``, :func:`serve`). Standard library only, no coderforge imports (it must
 start fast and see nothing else).
 
-1. ``unshare`` new mount, network, PID, IPC and UTS namespaces (plus a user namespace when not
-   root), make every mount private;
-2. fork: the child is PID 1 of the new PID namespace. It mounts a fresh ``/proc``, a size-capped
-   tmpfs on ``/tmp`` (the scratch directory) owned by the run's uid, copies the staged files in,
-   covers the other world-writable directories with tiny tmpfs mounts and private host paths with
-   empty read-only ones;
-3. for each step (compile, run) PID 1 forks a child that drops to the run's uid (no groups,
-   ``no_new_privs``), applies the rlimits, installs the seccomp filter the host built
-   (:mod:`coderforge.sandbox.seccomp`, hex in the config), closes every inherited descriptor but 0-2
-   and ``execve``s the step with an empty environment; PID 1 reaps everything and reports how the
-   step ended on the status pipe as JSON, then exits — and the kernel kills whatever is left in the
-   namespace.
+1. the run's root (:func:`build_root`): a fresh tmpfs holding only the allow-list the host derived
+   (:mod:`coderforge.sandbox.rootfs`), read-only, entered with ``pivot_root``, the host's tree detached;
+   a zygote builds it once, in a mount (and user) namespace of its own, for all its jobs;
+2. ``unshare`` new mount, network, PID, IPC and UTS namespaces (plus a user namespace when not root);
+3. fork PID 1 of the new PID namespace: its own ``/proc``, ``/dev/shm`` and scratch ``/tmp`` (a capped
+   tmpfs owned by the run's uid, the staged files copied in: :func:`job_fs`);
+4. for each step (compile, run) PID 1 forks a child that drops to the run's uid (no groups,
+   ``no_new_privs``), applies the rlimits and the host's seccomp filter (:mod:`coderforge.sandbox.seccomp`),
+   closes every inherited descriptor but 0-2 and ``execve``s the step with an empty environment; PID 1
+   reaps everything, reports how the step ended on the status pipe (JSON) and exits — and the kernel
+   kills whatever is left in the namespace.
 """
 
 import ctypes
@@ -27,11 +26,14 @@ import sys
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REC, MS_PRIVATE = 0x4000, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 1 << 18
+MS_NOATIME, MS_NODIRATIME, MS_STRICTATIME, MNT_DETACH, ST_RELATIME = 0x400, 0x800, 1 << 24, 2, 0x1000
+MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 442, -100, 0x8000, 1, 2
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}  # syscall numbers
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
 
 libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
 
 def _check(ret, what):
@@ -41,8 +43,9 @@ def _check(ret, what):
 
 
 def mount(src, target, fstype, flags, data=""):
-    _check(libc.mount(src.encode() if src else None, target.encode(), fstype.encode() if fstype else None,
-                      ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
+    if libc.mount(src.encode() if src else None, target.encode(), fstype.encode() if fstype else None, flags,
+                  data.encode() if data else None) != 0:
+        _check(-1, f"mount {target}")
 
 
 def install_seccomp(raw):
@@ -67,35 +70,105 @@ def report(status):
         pass
 
 
-def setup_fs(cfg):
+def pivot(new, put_old):
+    """pivot_root(2) into ``new`` (old root at ``put_old``); False where refused (e.g. from an initramfs)."""
+    nr = PIVOT_ROOT.get(os.uname().machine)
+    if nr is None or libc.syscall(ctypes.c_long(nr), new.encode(), put_old.encode()) != 0:
+        return False
+    os.chdir("/")
+    return True
+
+
+def copy_stage(dst, uid):
+    """Copy the staged program and files (the current directory, perhaps in a detached tree: relative paths
+    only) into the scratch directory, owned by the run's uid."""
+    for root, dirs, files in os.walk("."):
+        for name in dirs + files:
+            src, dest = os.path.join(root, name), dst + os.path.join(root, name)[1:]
+            if name in dirs:
+                os.mkdir(dest, 0o755)
+            else:
+                with open(src, "rb") as fin, open(dest, "wb") as fout:
+                    fout.write(fin.read())
+            if uid is not None:
+                os.chown(dest, uid, uid)
+
+
+class MountAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("set", "clr", "propagation", "userns_fd")]
+
+
+def read_only(top, points, compat):
+    """Make the root and every mount in it read-only and nosuid: one recursive ``mount_setattr`` (Linux 5.12+),
+    else (``compat``) a remount of each of ``points``, keeping the flags a user namespace may not drop."""
+    attr = MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
+    if not compat and libc.syscall(ctypes.c_long(MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), top.encode(),
+                                   ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr),
+                                   ctypes.c_size_t(ctypes.sizeof(attr))) == 0:
+        return
+    for point in [top, *points]:
+        kept = os.statvfs(point).f_flag
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
+        flags |= kept & (MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)
+        flags |= 0 if kept & (ST_RELATIME | MS_NOATIME) else MS_STRICTATIME
+        mount(None, point, None, flags)
+
+
+def build_root(root):
+    """Switch into the run's root, a fresh tmpfs holding only the allow-list (:mod:`coderforge.sandbox.rootfs`):
+    read-only binds at their host paths, the symlinks leading to them, generated /etc files; pivot_root into
+    it and detach the host's tree (``compat``, or where pivot_root is refused: chroot; and a remount per
+    mount where mount_setattr is missing). A zygote does it once for all its jobs (each copies the result)."""
+    os.umask(0o022)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.chdir(cfg["stage"])  # keeps the staged files reachable once /tmp is covered
+    mount("coderforge-root", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,mode=0755")
+    os.mkdir("/tmp/.oldroot", 0o700)
+    compat = root.get("compat")
+    pivoted = not compat and pivot("/tmp", "/tmp/.oldroot")
+    new, old = ("", "/.oldroot") if pivoted else ("/tmp", "")
+    for op, path, *target in root["tree"]:
+        if op == "dir":
+            os.mkdir(new + path, 0o755)
+        elif op == "file":
+            os.close(os.open(new + path, os.O_CREAT | os.O_WRONLY, 0o644))
+        elif op == "bind":
+            mount(old + path, new + path, None, MS_BIND | MS_REC)
+        else:
+            os.symlink(target[0], new + path)
+    # each job mounts a proc of its own PID namespace on /proc, which a user namespace may do only while a
+    # proc is fully visible in its mount namespace: the host's, kept (writable) under the jobs' own
+    mount(old + "/proc", new + "/proc", None, MS_BIND | MS_REC)
+    if pivoted:
+        _check(libc.umount2(b"/.oldroot", MNT_DETACH), "umount old root")
+    os.rmdir(new + "/.oldroot")
+    for path, text in root["files"].items():
+        with open(new + path, "w") as fh:
+            fh.write(text)
+    for d in root["hide"]:
+        mount("none", new + d, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
+    read_only(new or "/", [new + e[1] for e in root["tree"] if e[0] == "bind"], compat)
+    mount(None, new + "/proc", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | MS_NOEXEC)  # writable
+    if not pivoted:
+        os.chroot(new)
+    os.chdir("/")
+
+
+def job_fs(cfg, stage):
+    """PID 1, inside the root: a /proc of its own PID namespace, the private paths this job covers besides
+    the root's, its /dev/shm and the scratch /tmp holding the staged files (``stage``, a descriptor of the
+    host's staging directory)."""
     uid = cfg["uid"]
     owner = f",uid={uid},gid={uid}" if uid is not None else ""
-    mount("coderforge-scratch", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-          f"size={cfg['scratch_mb']}m,mode=0700{owner}")
-    for root, dirs, files in os.walk("."):
-        dest = os.path.normpath(os.path.join("/tmp", root))
-        for d in dirs:
-            os.mkdir(os.path.join(dest, d), 0o755)
-            if uid is not None:
-                os.chown(os.path.join(dest, d), uid, uid)
-        for f in files:
-            with open(os.path.join(root, f), "rb") as src, open(os.path.join(dest, f), "wb") as dst:
-                dst.write(src.read())
-            if uid is not None:
-                os.chown(os.path.join(dest, f), uid, uid)
-    for d in cfg["world_writable"]:
-        if os.path.isdir(d):
-            mount("none", d, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,mode=0755")
-    for d in cfg["run_owned"]:  # e.g. /dev/shm for POSIX semaphores (multiprocessing): the run's own, capped
-        if os.path.isdir(d):
-            mount("none", d, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                  f"size={min(cfg['scratch_mb'], 64)}m,mode=0700{owner}")
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for d in cfg["hide"]:
-        if os.path.isdir(d):
-            mount("none", d, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
+        mount("none", d, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
+    # /dev/shm for POSIX semaphores (multiprocessing): the run's own, capped
+    mount("none", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+          f"size={min(cfg['scratch_mb'], 64)}m,mode=0700{owner}")
+    mount("coderforge-scratch", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['scratch_mb']}m,mode=0700{owner}")
+    os.fchdir(stage)  # the staged files: through the descriptor, the host's tree being out of reach
+    copy_stage("/tmp", uid)
+    os.close(stage)
     os.chdir("/tmp")
 
 
@@ -111,10 +184,8 @@ def exec_step(cfg, step):
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         lim = step["limits"]
         resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu"], lim["cpu"] + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (lim["as"], lim["as"]))
-        resource.setrlimit(resource.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (lim["fsize"], lim["fsize"]))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (lim["nofile"], lim["nofile"]))
+        for name in ("as", "nproc", "fsize", "nofile"):
+            resource.setrlimit(getattr(resource, f"RLIMIT_{name.upper()}"), (lim[name], lim[name]))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -211,10 +282,21 @@ def run_steps(cfg):
 
 
 def join_cgroups(cfg):
-    """Move this process (and so everything it forks) into the run's cgroups, before anything else."""
-    for path in cfg.get("cgroup_procs") or []:
-        with open(path, "w") as fh:
-            fh.write(str(os.getpid()))
+    """Move this process (and so everything it forks) into the run's cgroups, before anything else: through
+    the descriptors the host opened (zygote jobs) or the paths."""
+    for fd in cfg.get("cgroup_fds") or [os.open(p, os.O_WRONLY) for p in cfg.get("cgroup_procs") or []]:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+
+
+def enter_namespaces(flags, userns):
+    """``unshare`` the namespaces in ``flags``, and a user namespace (``userns``) in which we are root, our
+    ids outside (the host's, or 0 in a zygote's own user namespace)."""
+    uid, gid = os.getuid(), os.getgid()
+    _check(libc.unshare(flags | (CLONE_NEWUSER if userns else 0)), "unshare")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")) if userns else ():
+        with open(f"/proc/self/{name}", "w") as fh:
+            fh.write(text)
 
 
 def run_job(cfg):
@@ -232,17 +314,7 @@ def run_job(cfg):
     if cfg.get("simulate_unshare_failure"):
         flags |= 0x1  # not a namespace flag: the real unshare(2) call fails with EINVAL
     try:
-        if cfg["userns"]:
-            outer_uid, outer_gid = os.getuid(), os.getgid()
-            _check(libc.unshare(flags | CLONE_NEWUSER), "unshare")
-            with open("/proc/self/setgroups", "w") as fh:
-                fh.write("deny")
-            with open("/proc/self/uid_map", "w") as fh:
-                fh.write(f"0 {outer_uid} 1")
-            with open("/proc/self/gid_map", "w") as fh:
-                fh.write(f"0 {outer_gid} 1")
-        else:
-            _check(libc.unshare(flags), "unshare")
+        enter_namespaces(flags, cfg["userns"])
     except OSError as exc:
         report({"phase": "setup", "error": str(exc)})
         os._exit(120)
@@ -250,7 +322,13 @@ def run_job(cfg):
     if pid == 0:  # PID 1 of the new namespace
         try:
             _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
-            setup_fs(cfg)
+            if cfg.get("root_error"):
+                raise OSError(cfg["root_error"])
+            stage = cfg.get("stage_fd")
+            if cfg.get("root"):  # a fresh init: build the root first (the zygote's jobs start inside it)
+                stage = os.open(cfg["stage"], os.O_RDONLY | os.O_DIRECTORY)
+                build_root(cfg["root"])
+            job_fs(cfg, stage)
         except OSError as exc:
             report({"phase": "setup", "error": str(exc)})
             os._exit(121)
@@ -260,20 +338,21 @@ def run_job(cfg):
     os._exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
 
 
-def serve(sock_fd):
-    """Zygote mode: a warm init that forks one job per request. A request is a SOCK_SEQPACKET
-    message (the job's JSON config) carrying four descriptors: the job's stdin, stdout, stderr and
-    status pipe. The forked job starts a new session, writes ``pid N`` on its status pipe (so the
-    host can kill its process group) and runs like a freshly started init. EOF on the socket (the
-    host went away) ends the zygote."""
+def serve(sock_fd, root=None):
+    """Zygote mode: a warm init that builds the run's root once (``root``, JSON; :func:`enter_root`) and forks
+    one job per request, a SOCK_SEQPACKET message (the job's JSON config) carrying as descriptors the job's
+    stdin, stdout, stderr, status pipe, staging directory and cgroup.procs files. The job starts a new
+    session, writes ``pid N`` on its status pipe (so the host can kill its process group) and runs like a
+    fresh init, inside the root. EOF on the socket (the host went away) ends the zygote."""
     import fcntl
     import socket
 
     sock = socket.socket(fileno=sock_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # jobs are reaped automatically
+    root_error = enter_root(json.loads(root)) if root else None
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 16)
         except OSError:
             os._exit(0)
         if not msg:
@@ -285,12 +364,12 @@ def serve(sock_fd):
                 os.setsid()
                 high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
                 for i, fd in enumerate(high):
-                    os.dup2(fd, i)  # 0 stdin, 1 stdout, 2 stderr, 3 status
-                os.closerange(4, 65536)
+                    os.dup2(fd, i)  # 0 stdin, 1 stdout, 2 stderr, 3 status, 4 staging dir, 5... cgroup.procs
+                os.closerange(len(fds), 65536)
                 STATUS["fd"] = 3
                 os.write(3, f"pid {os.getpid()}\n".encode())
                 cfg = json.loads(msg)
-                cfg["status_fd"] = 3
+                cfg.update(status_fd=3, stage_fd=4, cgroup_fds=list(range(5, len(fds))), root_error=root_error)
                 run_job(cfg)
             except BaseException as exc:  # noqa: BLE001
                 report({"phase": "setup", "error": f"zygote job: {exc}"})
@@ -299,9 +378,19 @@ def serve(sock_fd):
             os.close(fd)
 
 
+def enter_root(root):
+    """The zygote's own mount (and user) namespace and root; the error, if any, every job then reports."""
+    try:
+        enter_namespaces(CLONE_NEWNS, root["userns"])
+        build_root(root)
+        return None
+    except OSError as exc:
+        return f"cannot build the sandbox root: {exc}"
+
+
 def main():
     if sys.argv[1] == "--serve":
-        serve(int(sys.argv[2]))
+        serve(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)
     cfg = json.loads(sys.argv[1])
     STATUS["fd"] = cfg["status_fd"]
     run_job(cfg)

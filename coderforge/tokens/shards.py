@@ -13,6 +13,11 @@ On-disk format (``coderforge-tokens/1``), one directory:
 * optionally, per shard ``NAME.docidx.npy`` – ``int64[n_segments]``: for each segment, the ordinal
   of the sample (document) it belongs to, so a sample split over rows can be reassembled
   (``TokenShards.document_tokens``); writers that pass ``doc_index`` to ``add_row`` produce it.
+* optionally, per shard ``NAME.lossmask.npy`` – ``uint8[rows, seq_len]`` (memory-mapped): 1 where the
+  token is a training target (post-training: the assistant's answer), 0 where it is only context
+  (the prompt) or padding; writers that pass ``loss_mask`` to ``add_row`` produce it and record
+  ``"loss_mask": true`` and ``"tokens_target"`` (the ones) in ``meta.json``. ``labels_for`` honours
+  it; shards without it train on every token, as before.
 
 A document longer than the room left in a row continues in the next row as a new segment. A
 training worker reads any row by its global index without loading the rest (``TokenShards.row``).
@@ -42,15 +47,21 @@ class TokenShardWriter:
         self._rows: list[np.ndarray] = []
         self._lens: list[list[int]] = []
         self._docidx: list[list[int]] | None = None
+        self._masks: list[np.ndarray] | None = None
         self._shards: list[dict] = []
         self.tokens_real = 0
         self.tokens_pad = 0
+        self.tokens_target = 0
 
-    def add_row(self, tokens, doc_lens: list[int], doc_index: list[int] | None = None) -> None:
+    def add_row(self, tokens, doc_lens: list[int], doc_index: list[int] | None = None,
+                loss_mask=None) -> None:
+        """One row: ``tokens`` (the segments back to back), their lengths, optionally each segment's
+        sample ordinal and a per-token loss mask (1 = a training target) as long as ``tokens``."""
         tokens = np.asarray(tokens, dtype=np.uint32)
         if doc_index is not None and len(doc_index) != len(doc_lens):
             raise ValueError(f"doc_index {doc_index} does not match segments {doc_lens}")
-        if self._docidx is None and doc_index is not None and not self._shards and not self._rows:
+        first = not self._shards and not self._rows
+        if self._docidx is None and doc_index is not None and first:
             self._docidx = []
         if (self._docidx is not None) != (doc_index is not None):
             raise ValueError("doc_index must be given for every row of a shard directory or for none")
@@ -59,16 +70,35 @@ class TokenShardWriter:
             raise ValueError(f"row of {len(tokens)} tokens with segments {doc_lens} (seq_len {self.seq_len})")
         if any(n <= 0 for n in doc_lens):
             raise ValueError(f"empty document segment in {doc_lens}")
+        mask = self._mask_row(loss_mask, used, first)
         row = np.full(self.seq_len, self.pad_id, dtype=np.uint32)
         row[:used] = tokens
         self._rows.append(row)
         self._lens.append([int(n) for n in doc_lens])
         if self._docidx is not None:
             self._docidx.append([int(i) for i in doc_index])
+        if mask is not None:
+            self._masks.append(mask)
+            self.tokens_target += int(mask.sum())
         self.tokens_real += used
         self.tokens_pad += self.seq_len - used
         if len(self._rows) >= self.rows_per_shard:
             self._flush()
+
+    def _mask_row(self, loss_mask, used: int, first: bool) -> np.ndarray | None:
+        """The row's loss mask padded to ``seq_len`` (padding is never a target), or None without one."""
+        if self._masks is None and loss_mask is not None and first:
+            self._masks = []
+        if (self._masks is not None) != (loss_mask is not None):
+            raise ValueError("loss_mask must be given for every row of a shard directory or for none")
+        if loss_mask is None:
+            return None
+        mask = np.asarray(loss_mask)
+        if mask.shape != (used,) or not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"loss_mask must be {used} zeros and ones, got shape {mask.shape}")
+        full = np.zeros(self.seq_len, dtype=np.uint8)
+        full[:used] = mask
+        return full
 
     def _flush(self) -> None:
         if not self._rows:
@@ -81,6 +111,9 @@ class TokenShardWriter:
         if self._docidx is not None:
             arrays.append(("docidx", np.asarray([i for row in self._docidx for i in row], dtype=np.int64)))
             self._docidx = []
+        if self._masks is not None:
+            arrays.append(("lossmask", np.stack(self._masks)))
+            self._masks = []
         for suffix, arr in arrays:
             tmp = self.out_dir / f".{name}.{suffix}.npy.tmp"
             with open(tmp, "wb") as fh:
@@ -106,6 +139,8 @@ class TokenShardWriter:
             "shards": self._shards,
             **self.extra_meta,
         }
+        if self._masks is not None:
+            meta.update(loss_mask=True, tokens_target=self.tokens_target)
         tmp = self.out_dir / ".meta.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, self.out_dir / "meta.json")
@@ -117,6 +152,7 @@ class Row:
     tokens: np.ndarray  # uint32[seq_len]
     doc_lens: np.ndarray  # int32[n_segments]
     doc_index: np.ndarray | None = None  # int64[n_segments], when the writer recorded it
+    loss_mask: np.ndarray | None = None  # uint8[seq_len], when the writer recorded it (1 = a target)
 
 
 class TokenShards:
@@ -130,12 +166,14 @@ class TokenShards:
         self.seq_len = int(self.meta["seq_len"])
         self.pad_id = int(self.meta["pad_id"])
         self.eos_id = int(self.meta["eos_id"])
-        self._tokens, self._lens, self._ptr, self._docidx = [], [], [], []
+        self._tokens, self._lens, self._ptr, self._docidx, self._masks = [], [], [], [], []
         starts = [0]
         for shard in self.meta["shards"]:
             name = shard["name"]
             didx = self.path / f"{name}.docidx.npy"
             self._docidx.append(np.load(didx) if didx.exists() else None)
+            mask = self.path / f"{name}.lossmask.npy"
+            self._masks.append(np.load(mask, mmap_mode="r") if mask.exists() else None)
             self._tokens.append(np.load(self.path / f"{name}.tokens.npy", mmap_mode="r"))
             self._lens.append(np.load(self.path / f"{name}.doclens.npy"))
             self._ptr.append(np.load(self.path / f"{name}.rowptr.npy"))
@@ -152,9 +190,9 @@ class TokenShards:
         local = index - int(self._starts[s])
         ptr = self._ptr[s]
         a, b = ptr[local], ptr[local + 1]
-        didx = self._docidx[s]
+        didx, mask = self._docidx[s], self._masks[s]
         return Row(np.asarray(self._tokens[s][local]), self._lens[s][a:b],
-                   None if didx is None else didx[a:b])
+                   None if didx is None else didx[a:b], None if mask is None else np.asarray(mask[local]))
 
     @property
     def has_doc_index(self) -> bool:
@@ -190,7 +228,7 @@ def labels_for(row: Row, seq_len: int) -> np.ndarray:
 
     ``labels[t]`` is the target for predicting from positions < t within the same segment: the
     first token of each segment gets ``IGNORE_INDEX`` (it would be predicted from the previous
-    document), as does padding.
+    document), as does padding, and, where the row has a loss mask, every token whose mask is 0.
     """
     labels = np.full(seq_len, IGNORE_INDEX, dtype=np.int64)
     start = 0
@@ -198,6 +236,8 @@ def labels_for(row: Row, seq_len: int) -> np.ndarray:
         n = int(n)
         labels[start + 1:start + n] = row.tokens[start + 1:start + n]
         start += n
+    if row.loss_mask is not None:
+        labels[np.asarray(row.loss_mask[:seq_len]) == 0] = IGNORE_INDEX
     return labels
 
 

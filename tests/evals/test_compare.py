@@ -15,6 +15,7 @@ from tests.evals.conftest import build_tiny_model
 def _recipe(uri: str) -> str:
     return (f"data:\n  sources: [{{uri: /tmp}}]\ntracking:\n  uri: {json.dumps(uri)}\n"
             "eval:\n  humaneval_problems: 2\n  max_new_tokens: 16\n  suite: [heldout, humaneval, fim]\n"
+            "  backend: transformers\n"
             "  fim_problems: 3\n")
 
 

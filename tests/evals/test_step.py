@@ -14,12 +14,12 @@ from coderforge.tracking import NullRun, StepRun
 
 def _cfg(extra: str = ""):
     return load_recipe_text("data:\n  sources: [{uri: /tmp}]\neval:\n  humaneval_problems: 3\n  max_new_tokens: 24\n"
-                            + extra)
+                            "  backend: transformers\n" + extra)
 
 
 def test_run_evaluate_writes_metrics_results_and_summary(tiny_model_dir, tiny_data_dir, tmp_path, mlflow_uri):
     run = StepRun(mlflow_uri, None, "evaluate")
-    res = run_evaluate(_cfg(), str(tiny_model_dir), str(tiny_data_dir), str(tmp_path / "out"), run)
+    res = run_evaluate(_cfg(), str(tiny_model_dir), str(tmp_path / "out"), run, data_dir=str(tiny_data_dir))
     m = res.metrics
     assert m["humaneval_n"] == 3
     assert 0.0 <= m["humaneval_pass_at_1"] <= 1.0
@@ -42,7 +42,8 @@ def test_run_evaluate_writes_metrics_results_and_summary(tiny_model_dir, tiny_da
 def test_missing_heldout_is_skipped_and_said(tiny_model_dir, tmp_path):
     empty = tmp_path / "pack-without-heldout"
     empty.mkdir()
-    res = run_evaluate(_cfg("  suite: [heldout]\n"), str(tiny_model_dir), str(empty), str(tmp_path / "o"), NullRun())
+    res = run_evaluate(_cfg("  suite: [heldout]\n"), str(tiny_model_dir), str(tmp_path / "o"), NullRun(),
+                       data_dir=str(empty))
     assert "heldout_loss" not in res.metrics
     assert "heldout" in res.info["skipped"]
     assert "Skipped" in (tmp_path / "o" / "summary.md").read_text()
@@ -53,8 +54,8 @@ def test_evaluate_reads_model_and_writes_output_on_s3(tiny_model_dir, tiny_data_
 
     storage.upload_dir(tiny_model_dir, f"{s3_env}/model")
     storage.upload_dir(tiny_data_dir / "heldout", f"{s3_env}/pack/heldout")
-    res = run_evaluate(_cfg("  humaneval_problems: 1\n"), f"{s3_env}/model", f"{s3_env}/pack",
-                       f"{s3_env}/eval", NullRun())
+    res = run_evaluate(_cfg("  humaneval_problems: 1\n"), f"{s3_env}/model", f"{s3_env}/eval", NullRun(),
+                       data_dir=f"{s3_env}/pack")
     assert "heldout_loss" in res.metrics and res.metrics["humaneval_n"] == 1
     assert storage.exists(f"{s3_env}/eval/summary.md")
     assert storage.exists(f"{s3_env}/eval/humaneval_results.jsonl")
@@ -73,9 +74,9 @@ def test_evaluate_fails_loudly_when_the_sandbox_cannot_isolate(tiny_model_dir, t
     try:
         with pytest.raises(RuntimeError, match="sandbox refused 1 of 1 programs.*namespace setup failed"):
             run_evaluate(_cfg("  humaneval_problems: 1\n  suite: [humaneval]\n"), str(tiny_model_dir),
-                         str(tiny_data_dir), str(tmp_path / "o"), NullRun())
+                         str(tmp_path / "o"), NullRun(), data_dir=str(tiny_data_dir))
         res = run_evaluate(_cfg("  humaneval_problems: 1\n  suite: [humaneval]\nsandbox:\n  allow_unisolated: true\n"),
-                           str(tiny_model_dir), str(tiny_data_dir), str(tmp_path / "o2"), NullRun())
+                           str(tiny_model_dir), str(tmp_path / "o2"), NullRun(), data_dir=str(tiny_data_dir))
         assert "humaneval_pass_at_1" in res.metrics and "humaneval_verdict_refused" not in res.metrics
     finally:
         monkeypatch.delenv(isolation.SIMULATE_ENV)

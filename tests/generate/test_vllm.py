@@ -127,6 +127,16 @@ def test_stop_strings_cut_the_completion(backend, hf):
     assert cut == hf.generate(["def f(x):\n"], cfg)[0][0]
 
 
+def test_more_stop_strings_than_the_server_takes(backend, hf):
+    """vLLM caps a request at 4 stop strings (VLLM_MAX_STOP_STRINGS); the rest are applied client-side."""
+    free = backend.generate(["def f(x):\n"], GenerationConfig(max_new_tokens=40))[0][0]
+    stops = ("@@1", "@@2", "@@3", "@@4", "@@5", "@@6", free[5:7], "@@8", "@@9")
+    cfg = GenerationConfig(max_new_tokens=40, stop=stops)
+    cut = backend.generate(["def f(x):\n"], cfg)[0][0]
+    assert cut == truncate_at_stop(free, stops) == hf.generate(["def f(x):\n"], cfg)[0][0]
+    assert len(cut) <= 5
+
+
 def test_sampled_completions_end_at_stop_tokens(backend):
     """A random model samples control tokens often; none may appear in (or after) a completion."""
     out = backend.generate(PROMPTS, GenerationConfig(max_new_tokens=64, temperature=1.5, n=8, seed=1))
