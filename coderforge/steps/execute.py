@@ -44,6 +44,18 @@ def _log_reports(run: tracking.StepRun, out_dir: str) -> None:
         run.log_artifact(local / "ledger.json")
 
 
+STAGE_OF_STEP = {"sft": "sft", "dpo": "dpo"}  # every other model step makes a base model
+
+
+def _register(cfg: RecipeConfig, run: tracking.StepRun, name: str, model_dir: str, result: StepResult) -> None:
+    """The step's model as a new version of ``<run.name>-<step>`` in MLflow's model registry."""
+    from coderforge.registry import model_tags, register_model
+
+    reg = register_model(tracking_uri_of(cfg), run.run_id, model_dir, f"{cfg.run.name}-{name}",
+                         model_tags(cfg, STAGE_OF_STEP.get(name, "base"), step=name))
+    result.info["registered_model"] = f"{reg.name}/{reg.version}"
+
+
 def _progress_fields(result: StepResult) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if result.ledger is not None:
@@ -69,6 +81,8 @@ def execute_step(name: str, recipe_yaml: str, parent_run_id: str, out_dir: str, 
             run.set_tag("coderforge.step_key", step_key(cfg, name))
             result = step.load()(cfg, **inputs, out_dir=out_dir, run=run)
             metrics = _log_result(run, result, out_dir)
+            if step.output_kind == "Model" and step.payload:
+                _register(cfg, run, name, storage.join(out_dir, step.payload), result)
             result.info.setdefault("mlflow_run_id", run.run_id)
             result.info.setdefault("seconds", round(time.time() - t0, 2))
             write_step_report(out_dir, name, result)
