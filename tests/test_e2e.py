@@ -84,13 +84,18 @@ def test_tiny_recipe_end_to_end(tmp_path):
     _run_cli(["run", "configs/tiny.yaml", "--workdir", str(workdir)], cwd=REPO, timeout=1200)
     summary = json.loads((workdir / "summary.json").read_text())
     expected = ["ingest", "filter", "dedup", "decontam", "tokenizer", "pack", "pretrain", "pack_repo",
-                "pretrain_repo", "evaluate"]
+                "pretrain_repo", "seeds", "synthesise", "verify", "evaluate"]
     assert sorted(summary["steps"]) == sorted(expected)
-    for name in ("ingest", "filter", "dedup", "decontam", "pack"):
+    for name in ("ingest", "filter", "dedup", "decontam", "pack", "seeds", "synthesise", "verify"):
         row = summary["steps"][name]
         assert row["in"] == row["kept"] + row["dropped"] + row["quarantined"] > 0, (name, row)
     assert summary["train"]["final_loss"] < 8.0 and summary["train"]["tokens"] > 0
     assert "heldout_loss" in summary["eval"] and "humaneval_pass_at_1" in summary["eval"]
+    # post-training data with real vLLM and the sandbox: every generated sample accounted for
+    funnel = summary["posttrain"]["funnel"]
+    assert funnel["seeds"] > 0 and funnel["generated"] == summary["steps"]["verify"]["in"] > 0
+    assert funnel["verified"] >= funnel["deduplicated"] >= funnel["decontaminated"]
+    assert summary["steps"]["synthesise"]["in"] == funnel["seeds"]
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,3 +1,4 @@
+import pytest
 import yaml
 from kfp import components
 
@@ -6,7 +7,7 @@ from coderforge.steps.table import steps_of
 from pipelines.recipe import compile_recipe
 
 RECIPE_STEPS = ("ingest", "filter", "dedup", "decontam", "tokenizer", "pack", "pretrain", "pack_repo",
-                "pretrain_repo", "evaluate")
+                "pretrain_repo", "seeds", "synthesise", "verify", "evaluate")
 DATA_STEPS = RECIPE_STEPS[:4]
 
 
@@ -63,3 +64,17 @@ def test_optional_quality_and_mixture_steps(tmp_path):
     assert steps_of("recipe", cfg).index("mixture") < steps_of("recipe", cfg).index("pack")
     base = load_recipe("configs/tiny.yaml")
     assert "quality" not in steps_of("data", base) and "mixture" not in steps_of("recipe", base)
+
+
+def test_posttrain_pipeline_from_a_given_model(tmp_path):
+    """--pipeline posttrain: the post-training steps only, fed by recipe keys where no step makes an input."""
+    cfg = load_recipe("configs/tiny.yaml", overrides=["posttrain.model=s3://models/base", "posttrain.docs=/data/docs"])
+    doc, tasks = _tasks(compile_recipe(cfg, tmp_path / "p.yaml", pipeline="posttrain", for_cluster=False))
+    posttrain = ("seeds", "synthesise", "verify", "sft", "dpo-pairs", "dpo", "evaluate")
+    assert tasks == {*posttrain, "start-run", "finish-run"}
+    assert "model_dir" not in doc["root"]["dag"]["tasks"]["synthesise"]["inputs"].get("artifacts", {})
+    assert doc["root"]["dag"]["tasks"]["dpo"]["inputs"]["artifacts"]["model_dir"]["taskOutputArtifact"][
+        "producerTask"] == "sft"
+    bare = load_recipe("configs/tiny.yaml")
+    with pytest.raises(ValueError, match="posttrain.docs"):
+        compile_recipe(bare, tmp_path / "q.yaml", pipeline="posttrain", for_cluster=False)
