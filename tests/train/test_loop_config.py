@@ -26,7 +26,7 @@ def test_train_fields_are_the_recipe_values(tmp_path):
         assert getattr(loop, name) == getattr(cfg.train, name), name
     assert (loop.steps, loop.lr, loop.checkpoint_every) == (60, 0.003, 30)  # tiny.yaml, not another default
     assert loop.seed == 11 and loop.peak_flops == 100e12 and loop.init_from is None
-    assert loop.model_config["hidden_size"] == 64 and loop.model_config["vocab_size"] == 96
+    assert loop.model_config["hidden_size"] == cfg.model.hidden_size == 128 and loop.model_config["vocab_size"] == 96
     assert loop.checkpoint_dir is None and loop.save_final is True
 
 
