@@ -16,6 +16,8 @@ waits for health; nothing is started or stopped.
 from __future__ import annotations
 
 import atexit
+import json
+import logging
 import os
 import signal
 import socket
@@ -26,6 +28,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 # Runs in the vLLM interpreter: ask for SIGTERM when the parent dies, then become the server.
@@ -67,10 +71,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def served_max_len(model: str, requested: int) -> int:
+    """``requested``, capped at the model's ``max_position_embeddings``: vLLM refuses to start with a
+    longer context (a recipe's ``vllm.max_model_len`` is an upper bound, e.g. a file-level model of 1K
+    positions served where the repo-level one would take 4K)."""
+    config = Path(model) / "config.json"
+    try:
+        limit = int(json.loads(config.read_text()).get("max_position_embeddings") or requested)
+    except (OSError, ValueError):
+        return requested
+    if limit < requested:
+        log.warning("vllm: max_model_len %d capped at the model's %d positions", requested, limit)
+    return min(requested, limit)
+
+
 def server_command(python: str, cfg: VLLMServerConfig, port: int) -> list[str]:
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", cfg.model,
            "--served-model-name", cfg.served_model_name, "--dtype", cfg.dtype,
-           "--max-model-len", str(cfg.max_model_len), "--host", cfg.host, "--port", str(port),
+           "--max-model-len", str(served_max_len(cfg.model, cfg.max_model_len)), "--host", cfg.host,
+           "--port", str(port),
            "--seed", str(cfg.seed)]
     if cfg.enforce_eager:
         cmd.append("--enforce-eager")

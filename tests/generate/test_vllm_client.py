@@ -125,3 +125,16 @@ def test_run_concurrently_keeps_order_limits_threads_and_cancels_on_error():
     with pytest.raises(ValueError, match="boom"):
         run_concurrently(failing, list(range(100)), 2, cancel)
     assert cancel.is_set() and len(started) < 100
+
+
+def test_served_context_is_capped_at_the_models_positions(tmp_path):
+    """A recipe's vllm.max_model_len is an upper bound: vLLM refuses to start beyond the model's positions."""
+    import json
+
+    from coderforge.generate.vllm_server import VLLMServerConfig, server_command
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 1024}))
+    cmd = server_command("python", VLLMServerConfig(model=str(tmp_path), max_model_len=4096), 8000)
+    assert cmd[cmd.index("--max-model-len") + 1] == "1024"
+    cmd = server_command("python", VLLMServerConfig(model=str(tmp_path), max_model_len=512), 8000)
+    assert cmd[cmd.index("--max-model-len") + 1] == "512"
