@@ -189,7 +189,7 @@ mixture:
     assert mix["ratio.code"] == pytest.approx(0.7, abs=0.03) and mix["ratio.text"] == pytest.approx(0.2, abs=0.03)
     assert mix["ratio.math"] == pytest.approx(0.1, abs=0.03)
     assert qual["quality.fine.chain_precision"] > 0.8 and qual["quality.fine.chain_recall"] > 0.8
-    ledger = {r["path"]: r for r in records_ledger(workdir, "quality-filter")}
+    ledger = {r["path"]: r for r in records_ledger(workdir, "quality")}
     assert ledger["usage.md"]["status"] == "kept"
     assert ledger["legal.md"]["status"] == "dropped" and ledger["legal.md"]["reason"].startswith(
         "quality_rejected")
