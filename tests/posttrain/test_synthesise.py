@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from coderforge.config import load_recipe_text
+from coderforge.generate.vllm_server import cpu_server_args
 from coderforge.ledger import Ledger, read_ledger
 from coderforge.posttrain.parse import program_for
 from coderforge.posttrain.samples import Seed, read_samples, stable_id, write_seeds
@@ -23,7 +24,6 @@ from coderforge.posttrain.synthesise import (
     PLACEHOLDERS,
     PROMPTS_DIR,
     _prepare,
-    cpu_server_args,
     load_prompts,
     load_teacher_tokenizer,
     render,
