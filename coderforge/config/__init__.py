@@ -32,6 +32,7 @@ from coderforge.config.posttrain import (
     DPOSection,
     InstructionFile,
     PosttrainSection,
+    ProblemFile,
     SFTSection,
     StageOverrides,
     SynthSection,
@@ -54,6 +55,7 @@ from coderforge.config.training import (
 __all__ = [
     "DPOSection",
     "InstructionFile",
+    "ProblemFile",
     "SFTSection",
     "StageOverrides",
     "PosttrainSection",

@@ -37,6 +37,11 @@ class VLLMSection(Section):
     seed: int = 0
 
 
+class ProblemFile(Section):
+    path: str = Field(..., description="JSONL of {'problem', 'solution', 'tests', 'language', 'id'?} (local or s3://)")
+    name: str | None = Field(None, description="label (default: the file name without extension)")
+
+
 class SynthSection(Section):
     """Seeds mined from the curated corpus, turned by a teacher model into problems with solutions and
     unit tests (OSS-Instruct style, recipe.md §6-§7), then kept only when they run in the sandbox."""
@@ -51,6 +56,8 @@ class SynthSection(Section):
     teacher: str | None = Field(None, description="HF causal LM directory or s3:// prefix; unset: this run's model")
     prompts_dir: str | None = Field(None, description="prompt templates (default: coderforge/posttrain/prompts)")
     samples_per_seed: int = Field(1, ge=1)
+    problems: list[ProblemFile] = Field(default_factory=list, description=(
+        "problem files with solutions and tests, verified in the sandbox alongside the teacher's samples"))
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(1024, ge=16)
@@ -84,14 +91,14 @@ class InstructionFile(Section):
     name: str | None = Field(None, description="label in the mix (default: the file name)")
 
 
-class SFTSection(StageOverrides):
+class SFTSection(Section):
     """Supervised fine-tuning (recipe.md §7.1-§7.3): ChatML samples, loss on assistant turns only."""
 
     enabled: bool = Field(False, description="run sft in the recipe DAG")
     seq_len: int = Field(2048, ge=64, description="packed row length; longer samples are dropped, never cut")
     only_last_turn: bool = Field(False, description="train only the last assistant turn of each conversation")
     files: list[InstructionFile] = Field(default_factory=list, description="user instruction JSONL files")
-    mix: dict[str, float] = Field(default_factory=lambda: {"synthetic": 1.0, "files": 1.0},
+    mix: dict[str, float] = Field(default_factory=lambda: {"synthetic": 1.0, "seeds": 1.0, "files": 1.0},
                                   description="relative weights of the sources: synthetic, seeds, files")
     fim_share: float = Field(0.1, ge=0, lt=1, description="share of FIM-format instruction samples (§7.2)")
     max_samples: int | None = Field(None, ge=1)

@@ -3,7 +3,8 @@
 Unknown keys and wrong types fail with the file, the dotted key and what was expected.
 ``--set key.sub=value`` overrides are applied to the YAML mapping before validation (values are
 parsed as YAML scalars, so ``--set train.steps=20`` is an int). ``${stdlib}`` in source paths
-expands to the running Python's standard library, ``${workdir}`` to the run's work directory.
+expands to the running Python's standard library, ``${workdir}`` to the run's work directory,
+``${recipe_dir}`` to the directory of the recipe file (for data files shipped next to a recipe).
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def _expand(value: Any, variables: dict[str, str]) -> Any:
 
 
 def load_recipe_text(text: str, origin: str = "<recipe>", overrides: list[str] | None = None,
-                     workdir: str | None = None) -> RecipeConfig:
+                     workdir: str | None = None, recipe_dir: str | None = None) -> RecipeConfig:
     if text.startswith(B64_PREFIX):
         text = base64.b64decode(text[len(B64_PREFIX):]).decode("utf-8")
     try:
@@ -173,6 +174,8 @@ def load_recipe_text(text: str, origin: str = "<recipe>", overrides: list[str] |
             raise ConfigError(f"{origin}: run: expected a mapping")
         data["run"]["workdir"] = workdir
     variables = {"stdlib": sysconfig.get_paths()["stdlib"]}
+    if recipe_dir:
+        variables["recipe_dir"] = recipe_dir
     wd = (data.get("run") or {}).get("workdir") if isinstance(data.get("run"), dict) else None
     if wd:
         variables["workdir"] = str(wd)
@@ -187,4 +190,5 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, workdir: s
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: recipe file not found")
-    return load_recipe_text(path.read_text(), origin=str(path), overrides=overrides, workdir=workdir)
+    return load_recipe_text(path.read_text(), origin=str(path), overrides=overrides, workdir=workdir,
+                            recipe_dir=str(path.resolve().parent))

@@ -56,6 +56,12 @@ class GenerationBackend(Protocol):
         ...
 
 
+def batches(items: list, size: int):
+    """``(start, items[start:start + size])`` over ``items``: requests sent a batch at a time."""
+    for start in range(0, len(items), size):
+        yield start, items[start:start + size]
+
+
 def truncate_at_stop(text: str, stops: tuple[str, ...] | list[str]) -> str:
     cut = len(text)
     for s in stops:

@@ -139,6 +139,15 @@ def healthy(base_url: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def require_alive(server, err: Exception, who: str) -> None:
+    """After a failed request: raise (naming ``who`` and the server log) when the server itself is gone,
+    so one bad request is the request's failure but a dead server is the step's."""
+    dead = server.proc is not None and server.proc.poll() is not None
+    if dead or not healthy(server.base_url):
+        raise RuntimeError(f"{who}: the vLLM server at {server.base_url} is gone ({err}); "
+                           f"log: {server.log_path}") from err
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any non-zombie process is left in process group ``pgid``."""
     proc = Path("/proc")

@@ -45,6 +45,8 @@ from collections import Counter
 from pathlib import Path
 
 from coderforge import storage
+from coderforge.generate.backend import batches
+from coderforge.generate.vllm_server import require_alive
 from coderforge.ledger import Ledger
 from coderforge.posttrain.dpo_records import (
     COMPLETION,
@@ -61,8 +63,6 @@ from coderforge.posttrain.dpo_records import (
 from coderforge.posttrain.parse import fenced, parse_response
 from coderforge.posttrain.samples import InstructionSample, read_samples, stable_id
 from coderforge.posttrain.synthesise import (
-    _batches,
-    _Synthesis,
     load_teacher_tokenizer,
     render_prompts,
     teacher_source,
@@ -241,7 +241,7 @@ class _Sampler:
             try:
                 results.append(self._generate([prompt], start + i)[0])
             except VLLMRequestError as one:
-                _Synthesis._check_alive(self.server, one)
+                require_alive(self.server, one, "dpo_pairs")
                 results.append(one)
         return results
 
@@ -299,7 +299,7 @@ def _sample_and_judge(cfg, todo: list[tuple[InstructionSample, str]], source: st
                                           max_retries=v.max_retries)
         sampler = _Sampler(cfg, backend, server)
         done = total - len(todo)
-        for k, (start, batch) in enumerate(_batches(todo, max(4 * v.concurrency, 1))):
+        for k, (start, batch) in enumerate(batches(todo, max(4 * v.concurrency, 1))):
             results = sampler.batch([p for _, p in batch], start)
             ok = []
             for (s, prompt), res in zip(batch, results, strict=True):

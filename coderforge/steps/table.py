@@ -156,7 +156,7 @@ STEPS: tuple[Step, ...] = (
                  Input("seeds_dir", "Dataset", ("seeds",), optional=True),
                  Input("docs_dir", "Dataset", _DOCS_AFTER_CURATION, fallback="posttrain.docs"),
                  Input("model_dir", "Model", _FINAL_MODEL, fallback="posttrain.model")),
-         sections=("sft", "train", "model", "decontam"), resources="ray", **_SFT),
+         sections=("sft", "train", "model", "decontam", "verify"), resources="ray", **_SFT),
     Step("dpo_pairs", "coderforge.posttrain.dpo_pairs:run_dpo_pairs",
          "k completions per tested prompt from the SFT model (vLLM), run in the sandbox: chosen passes, "
          "rejected fails.",
