@@ -160,7 +160,8 @@ def phase_ours(args) -> dict:
         data_dir=args.data, model_config=qwen2_config_dict(args.size, int(sh.meta["vocab_size"]), sh.seq_len),
         init_from=None, config_overrides={}, seed=0, steps=total, micro_batch_size=args.micro_batch, grad_accum=1,
         lr=3e-4, min_lr_ratio=0.1, warmup_steps=0, weight_decay=0.1, grad_clip=1.0, schedule="constant",
-        wsd_decay_fraction=0.1, wcl_linear_fraction=0.1, wcl_cosine_end=0.62, log_every=window, checkpoint_every=0,
+        anneal_steps=0, anneal_shape="linear", anneal_mix={}, anneal_dir=None, wcl_cosine_end=0.62, log_every=window,
+        checkpoint_every=0,
         strategy=args.strategy, dtype="bfloat16" if on_gpu else "float32", attention="flex" if on_gpu else "sdpa",
         activation_checkpointing=args.ac, compile=bool(args.compile and on_gpu), loss_chunk_tokens=args.loss_chunk,
         peak_flops=None, checkpoint_dir=None, save_final=False)

@@ -14,11 +14,11 @@ app = typer.Typer(help="CoderForge: build code LLMs the Qwen2.5-Coder / Abacus w
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe value: key.sub=value")]
 
 
-def _load(recipe: Path, overrides: list[str] | None, workdir: Path | None = None):
+def _load(recipe: Path, overrides: list[str] | None, workdir: Path | None = None, defer: tuple[str, ...] = ()):
     from coderforge.config import ConfigError, load_recipe
 
     try:
-        return load_recipe(recipe, overrides, workdir=str(workdir.resolve()) if workdir else None)
+        return load_recipe(recipe, overrides, workdir=str(workdir.resolve()) if workdir else None, defer=defer)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -30,18 +30,32 @@ def run(
     workdir: Annotated[Path | None, typer.Option(help="work directory (default runs/<run.name>)")] = None,
     pipeline: Annotated[str, typer.Option(help="recipe (everything) or data (curation alone)")] = "recipe",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="stream every step's full output")] = False,
+    runner: Annotated[str, typer.Option(help="subprocess, or docker: each step in its image "
+                                             "(`coderforge images build` first)")] = "subprocess",
     set_: SetOpt = None,
 ):
     """Run a recipe on this machine (kfp.local, local Ray, SQLite MLflow, local artifacts)."""
-    from coderforge.local_dag import run_local
+    from coderforge.local_dag import RUNNERS, run_local
     from coderforge.steps.summary import render_table
     from coderforge.steps.table import PIPELINES
 
     if pipeline not in PIPELINES:
         typer.echo(f"error: --pipeline must be one of {', '.join(PIPELINES)}", err=True)
         raise typer.Exit(2)
-    cfg = _load(recipe, set_, workdir)
-    summary = run_local(cfg, pipeline, verbose=verbose)
+    if runner not in RUNNERS:
+        typer.echo(f"error: --runner must be one of {', '.join(RUNNERS)}", err=True)
+        raise typer.Exit(2)
+    cfg = _load(recipe, set_, workdir, defer=("stdlib",) if runner == "docker" else ())
+    errors: tuple[type[Exception], ...] = ()
+    if runner == "docker":
+        from coderforge.images.runner import setup_errors
+
+        errors = setup_errors()
+    try:
+        summary = run_local(cfg, pipeline, verbose=verbose, runner=runner)
+    except errors as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo("")
     typer.echo(render_table(summary))
     typer.echo(f"\nlogs:     {Path(summary['workdir']) / 'logs'}")
@@ -69,9 +83,11 @@ def compile_(
 
 @app.command()
 def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: SetOpt = None):
-    """Validate a recipe and print it with every default filled in."""
+    """Validate a recipe and print it with every default filled in, then what it builds (as comments)."""
+    from coderforge.derived import derived_comment
+
     cfg = _load(recipe, set_)
-    sys.stdout.write(cfg.to_yaml())
+    sys.stdout.write(cfg.to_yaml() + derived_comment(cfg))
 
 
 @app.command()
@@ -105,11 +121,13 @@ def step(
 def _register_subcommands() -> None:
     """Commands that live beside the code they drive."""
     from coderforge.evals.cli import compare
+    from coderforge.images.cli import app as images_app
     from coderforge.k8s.cli import submit
     from coderforge.sandbox.cli import app as sandbox_app
     from coderforge.tokens.cli import order_repo
 
     app.add_typer(sandbox_app, name="sandbox", help="Run untrusted programs in the sandbox.")
+    app.add_typer(images_app, name="images", help="Build and list the container images.")
     app.command("compare", help="Compare MLflow runs side by side (table and chart).")(compare)
     app.command("order-repo", help="Print a repository's files in training (dependency) order.")(order_repo)
     app.command("submit", help="Compile a recipe and submit it to a Kubeflow Pipelines endpoint.")(submit)

@@ -28,6 +28,8 @@ def ray_init(section: ExecutorSection):
                                   "logging_level": logging.WARNING, "log_to_driver": False}
         if section.address:
             kwargs["address"] = section.address
+        elif os.environ.get("RAY_ADDRESS"):  # attach (e.g. the run's shared local Ray): no resources to give
+            pass
         elif section.num_cpus:
             kwargs["num_cpus"] = section.num_cpus
         ray.init(**kwargs)

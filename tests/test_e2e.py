@@ -84,9 +84,10 @@ def test_tiny_recipe_end_to_end(tmp_path):
     _run_cli(["run", "configs/tiny.yaml", "--workdir", str(workdir)], cwd=REPO, timeout=1200)
     summary = json.loads((workdir / "summary.json").read_text())
     expected = ["ingest", "filter", "dedup", "decontam", "tokenizer", "pack", "pretrain", "pack_repo",
-                "pretrain_repo", "seeds", "synthesise", "verify", "evaluate"]
+                "pretrain_repo", "seeds", "synthesise", "verify", "sft", "dpo_pairs", "dpo", "evaluate"]
     assert sorted(summary["steps"]) == sorted(expected)
-    for name in ("ingest", "filter", "dedup", "decontam", "pack", "seeds", "synthesise", "verify"):
+    for name in ("ingest", "filter", "dedup", "decontam", "pack", "seeds", "synthesise", "verify", "sft",
+                 "dpo_pairs", "dpo"):
         row = summary["steps"][name]
         assert row["in"] == row["kept"] + row["dropped"] + row["quarantined"] > 0, (name, row)
     assert summary["train"]["final_loss"] < 8.0 and summary["train"]["tokens"] > 0
@@ -95,15 +96,22 @@ def test_tiny_recipe_end_to_end(tmp_path):
     funnel = summary["posttrain"]["funnel"]
     assert funnel["seeds"] > 0 and funnel["generated"] == summary["steps"]["verify"]["in"] > 0
     assert funnel["verified"] >= funnel["deduplicated"] >= funnel["decontaminated"]
-    assert summary["steps"]["synthesise"]["in"] == funnel["seeds"]
+    assert summary["steps"]["synthesise"]["in"] == funnel["seeds"] + 60  # + the recipe's 60 problems
+    # post-training learns: SFT's held-out loss falls, DPO ranks held-out pairs right more often than chance
+    stages = summary["train"]["stages"]
+    assert stages["sft"]["heldout_loss_after"] < stages["sft"]["heldout_loss_before"]
+    assert stages["dpo"]["heldout.reward_accuracy"] > 0.5 and stages["dpo"]["heldout.margin"] > 0
+    assert {"base.humaneval_pass_at_1", "sft.humaneval_pass_at_1", "dpo.humaneval_pass_at_1"} <= set(summary["eval"])
+    # the training steps attached to the run's one local Ray instead of starting their own
+    assert all(stages[s]["phase.overhead_s"] > 0 for s in ("pretrain", "pretrain_repo", "sft", "dpo"))
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(summary["model_path"])
     tok = AutoTokenizer.from_pretrained(summary["model_path"])
     assert model.config.model_type == "qwen2"
-    rope = model.config.rope_parameters  # the repo stage's model: RoPE base 1M, YaRN x4 for inference
-    assert rope["rope_type"] == "yarn" and rope["factor"] == 4.0 and rope["rope_theta"] == 1_000_000.0
+    rope = model.config.rope_parameters  # the repo stage's model: RoPE base 1M, saved without YaRN (as Qwen)
+    assert rope == {"rope_type": "default", "rope_theta": 1_000_000.0}
     assert tok.convert_tokens_to_ids("<|fim_middle|>") is not None
 
     from mlflow.tracking import MlflowClient
@@ -119,9 +127,13 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert by_name["ingest"].data.metrics["docs_in"] == summary["steps"]["ingest"]["in"]
     stages = summary["train"]["stages"]
     assert by_name["pretrain"].data.metrics["final_loss"] == pytest.approx(stages["pretrain"]["final_loss"])
-    assert by_name["pretrain_repo"].data.metrics["final_loss"] == pytest.approx(summary["train"]["final_loss"])
+    assert by_name["dpo"].data.metrics["final_loss"] == pytest.approx(summary["train"]["final_loss"])
     loss_history = client.get_metric_history(by_name["pretrain"].info.run_id, "loss")
     assert len(loss_history) >= 2
+    for step in ("pretrain", "pretrain_repo", "sft", "dpo"):
+        assert by_name[step].data.metrics["phase.ray_start_s"] < 2.0, step  # attached, not started
+        (version,) = client.search_model_versions(f"name='tiny-{step}'")  # every stage's model registered
+        assert version.tags["coderforge.recipe_fingerprint"] == parent.data.tags["coderforge.recipe_fingerprint"]
 
 
 @pytest.mark.slow
@@ -151,7 +163,8 @@ def test_recipe_with_quality_and_mixture_steps(tmp_path):
                                     "nodes, and `compile(tree, filename, 'exec')` to run it.\n")
     (prose / "legal.md").write_text((lic / "GPL-3").read_text()[:6000])  # prose, but not about code
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text((REPO / "configs" / "tiny.yaml").read_text().replace(
+    tiny = (REPO / "configs" / "tiny.yaml").read_text().replace("${recipe_dir}", str(REPO / "configs"))
+    recipe.write_text(tiny.replace(
         "      repos: [json, email, http, urllib, logging, concurrent, importlib, xml, sqlite3, wsgiref, zoneinfo, "
         "tomllib]",
         "      repos: [json, email, http, urllib, logging, concurrent, importlib, xml, sqlite3, wsgiref, zoneinfo, "
@@ -167,7 +180,8 @@ mixture:
 """)
     workdir = tmp_path / "run"
     _run_cli(["run", str(recipe), "--workdir", str(workdir), "--set", "train.steps=10", "--set", "repo.enabled=false",
-              "--set", "eval.humaneval_problems=1"], cwd=REPO, timeout=1200)
+              "--set", "eval.humaneval_problems=1", "--set", "synth.enabled=false", "--set", "sft.enabled=false",
+              "--set", "dpo.enabled=false"], cwd=REPO, timeout=1200)
     summary = json.loads((workdir / "summary.json").read_text())
     steps = summary["steps"]
     assert list(steps)[:6] == ["ingest", "filter", "dedup", "decontam", "quality", "tokenizer"]
@@ -188,7 +202,7 @@ mixture:
     mix, qual = children["mixture"].data.metrics, children["quality"].data.metrics
     assert mix["ratio.code"] == pytest.approx(0.7, abs=0.03) and mix["ratio.text"] == pytest.approx(0.2, abs=0.03)
     assert mix["ratio.math"] == pytest.approx(0.1, abs=0.03)
-    assert qual["quality.fine.chain_precision"] > 0.8 and qual["quality.fine.chain_recall"] > 0.8
+    assert qual["quality.stage4.chain_precision"] > 0.8 and qual["quality.stage4.chain_recall"] > 0.8
     ledger = {r["path"]: r for r in records_ledger(workdir, "quality")}
     assert ledger["usage.md"]["status"] == "kept"
     assert ledger["legal.md"]["status"] == "dropped" and ledger["legal.md"]["reason"].startswith(

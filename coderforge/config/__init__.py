@@ -43,6 +43,7 @@ from coderforge.config.recipe import RecipeConfig, load_recipe, load_recipe_text
 from coderforge.config.training import (
     EvalSection,
     FimSection,
+    LongContextSection,
     ModelSection,
     PackSection,
     RepoSection,
@@ -55,6 +56,7 @@ from coderforge.config.training import (
 __all__ = [
     "DPOSection",
     "InstructionFile",
+    "LongContextSection",
     "ProblemFile",
     "SFTSection",
     "StageOverrides",

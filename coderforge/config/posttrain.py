@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from coderforge.config.base import Section
+from coderforge.config.training import LongContextSection
 
 SANDBOX_LANGUAGES = ("python", "javascript", "java", "cpp")
 
@@ -35,6 +36,9 @@ class VLLMSection(Section):
     max_retries: int = Field(4, ge=0)
     startup_timeout_s: float = Field(900.0, gt=0)
     seed: int = 0
+    long_context: LongContextSection = Field(
+        default_factory=LongContextSection, description="YaRN for every request of a server this recipe starts "
+        "(--hf-overrides), for long inputs; the chart's vllm.longContext. The evaluate step sets its own")
 
 
 class ProblemFile(Section):

@@ -157,7 +157,10 @@ def _expand(value: Any, variables: dict[str, str]) -> Any:
 
 
 def load_recipe_text(text: str, origin: str = "<recipe>", overrides: list[str] | None = None,
-                     workdir: str | None = None, recipe_dir: str | None = None) -> RecipeConfig:
+                     workdir: str | None = None, recipe_dir: str | None = None,
+                     defer: tuple[str, ...] = ()) -> RecipeConfig:
+    """``defer``: variables left as they are, for the process that runs the step to expand (``stdlib`` for a
+    container, whose Python is not this one)."""
     if text.startswith(B64_PREFIX):
         text = base64.b64decode(text[len(B64_PREFIX):]).decode("utf-8")
     try:
@@ -179,16 +182,17 @@ def load_recipe_text(text: str, origin: str = "<recipe>", overrides: list[str] |
     wd = (data.get("run") or {}).get("workdir") if isinstance(data.get("run"), dict) else None
     if wd:
         variables["workdir"] = str(wd)
-    data = _expand(data, variables)
+    data = _expand(data, {k: v for k, v in variables.items() if k not in defer})
     try:
         return RecipeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_error(origin, exc)) from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None, workdir: str | None = None) -> RecipeConfig:
+def load_recipe(path: str | Path, overrides: list[str] | None = None, workdir: str | None = None,
+                defer: tuple[str, ...] = ()) -> RecipeConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: recipe file not found")
     return load_recipe_text(path.read_text(), origin=str(path), overrides=overrides, workdir=workdir,
-                            recipe_dir=str(path.resolve().parent))
+                            recipe_dir=str(path.resolve().parent), defer=defer)

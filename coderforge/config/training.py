@@ -11,11 +11,26 @@ from coderforge.config.base import Section
 
 
 class TokenizerSection(Section):
+    """Byte-level BPE with Qwen2.5's 22 control tokens after the regular vocabulary (recipe.md §2)."""
+
     mode: Literal["train", "load"] = "train"
     path: str | None = Field(None, description="tokenizer directory (mode=load)")
-    vocab_size: int = Field(8192, ge=300)
+    total_vocab_size: int = Field(8192, ge=256 + 1 + 22, description="mode=train: len(tokenizer), the regular "
+                                  "BPE tokens plus the 22 control tokens, which take the last 22 ids (Qwen2.5: "
+                                  "151665 = 151643 regular + 22, <|endoftext|> = 151643)")
     min_frequency: int = Field(2, ge=1)
     max_training_chars: int = Field(50_000_000, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_vocab_size(cls, data):
+        if isinstance(data, dict) and "vocab_size" in data:
+            n = data["vocab_size"]
+            raise ValueError(f"tokenizer.vocab_size is no longer accepted (it was read as the total while "
+                             f"recipes described it as the regular tokens): write tokenizer.total_vocab_size = "
+                             f"regular BPE tokens + 22 control tokens (vocab_size {n} meant total_vocab_size "
+                             f"{n}; Qwen2.5's 151643 regular tokens are total_vocab_size 151665)")
+        return data
 
     @model_validator(mode="after")
     def _load_needs_path(self):
@@ -70,6 +85,60 @@ class ModelSection(Section):
     init_from: str | None = Field(None, description="continue pretraining from this HF checkpoint")
 
 
+class AnnealFile(Section):
+    """An instruction JSONL file mixed into the anneal phase (the format of ``sft.files``)."""
+
+    path: str = Field(..., description="JSONL of {'messages': [{'role', 'content'}, ...]} (local or s3://)")
+    name: str | None = Field(None, description="label of its samples (default: the file name)")
+    kind: Literal["code", "nl", "auto"] = Field(
+        "auto", description="code or natural-language instructions; auto: per sample, code when it names a "
+                            "programming language or its answer has a fenced block tagged with one")
+
+
+class AnnealSection(Section):
+    """The last phase of a WSD / WCL schedule (recipe.md §9.5-§9.6, §10): its length, the shape of its
+    learning-rate decay and the data it trains on."""
+
+    fraction: float | None = Field(
+        None, gt=0, lt=1, description="share of a stage's steps in the anneal phase; default: wcl 7/102 "
+                                      "(Table 2-1: 7B linear-stage tokens after 95B), wsd 0.1 (MiniCPM)")
+    shape: Literal["linear", "exponential"] = Field(
+        "linear", description="decay to min_lr_ratio x peak: linear (Abacus) or exponential (MiniCPM's WSD)")
+    mix: dict[Literal["pretrain", "instructions"], float] = Field(
+        default_factory=lambda: {"pretrain": 1.0}, description="file-level stage: rows of the anneal phase "
+        "by source, relative weights (Abacus: pretrain 0.8, instructions 0.2); pretrain rows continue the "
+        "pretraining stream, instruction rows come from the pack_anneal step")
+    code_nl: tuple[float, float] = Field((1.0, 1.0), description="code : natural-language instruction rows "
+                                                                 "inside the instruction share (Abacus 1:1)")
+    instruction_files: list[AnnealFile] = Field(default_factory=list, description="instruction JSONL files")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if any(w < 0 for w in self.mix.values()) or sum(self.mix.values()) <= 0:
+            raise ValueError(f"train.anneal.mix needs non-negative weights with a positive sum, got {self.mix}")
+        if min(self.code_nl) < 0 or sum(self.code_nl) <= 0:
+            raise ValueError(f"train.anneal.code_nl needs non-negative weights with a positive sum: {self.code_nl}")
+        if self.instruction_share > 0 and not self.instruction_files:
+            raise ValueError("train.anneal.mix gives instructions a share: list train.anneal.instruction_files")
+        labels = [f.name or f.path.rstrip("/").rsplit("/", 1)[-1] for f in self.instruction_files]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"train.anneal.instruction_files: labels must differ (set name): {labels}")
+        return self
+
+    @property
+    def instruction_share(self) -> float:
+        return self.mix.get("instructions", 0.0) / sum(self.mix.values())
+
+    def source_weights(self) -> dict[str, float]:
+        """Share of the anneal rows per source (``pretrain``, ``code``, ``nl``), summing to 1; ``{}``
+        when the anneal phase trains on pretraining rows only (no data switch)."""
+        q = self.instruction_share
+        if q <= 0:
+            return {}
+        c = self.code_nl[0] / sum(self.code_nl)
+        return {k: v for k, v in (("pretrain", 1 - q), ("code", q * c), ("nl", q * (1 - c))) if v > 0}
+
+
 class TrainSection(Section):
     steps: int = Field(100, ge=1)
     micro_batch_size: int = Field(4, ge=1)
@@ -94,14 +163,23 @@ class TrainSection(Section):
     activation_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile each decoder layer and the loss chunk")
     loss_chunk_tokens: int = Field(4096, ge=1, description="tokens per chunk of the chunked cross-entropy")
-    wsd_decay_fraction: float = Field(0.1, ge=0, le=1, description="WSD: share of steps in the decay phase")
-    wcl_linear_fraction: float = Field(0.1, ge=0, le=1, description="WCL: share of steps in the linear phase")
+    anneal: AnnealSection = Field(default_factory=AnnealSection, description="wsd/wcl: the last phase (length, "
+                                  "decay shape, data mix)")
     wcl_cosine_end: float = Field(0.62, gt=0, le=1, description="WCL: cosine phase ends at this x peak LR")
     max_failures: int = Field(2, ge=0, description="Ray Train FailureConfig: worker-group restarts")
     checkpoints_to_keep: int = Field(2, ge=1)
     storage: str | None = Field(None, description="Ray Train storage (local path or s3://); default "
                                                   "WORKDIR/ray_results")
     peak_tflops: float | None = Field(None, gt=0, description="per-device peak for MFU (default: known GPUs)")
+
+    @model_validator(mode="after")
+    def _anneal_needs_its_phase(self):
+        if self.anneal.instruction_share > 0 and self.schedule not in ("wsd", "wcl"):
+            raise ValueError(f"train.anneal.mix switches the data in the anneal phase, which schedule "
+                             f"{self.schedule!r} does not have: use wsd or wcl")
+        if self.anneal.shape == "exponential" and self.min_lr_ratio <= 0:
+            raise ValueError("train.anneal.shape=exponential decays towards min_lr_ratio x peak: it must be > 0")
+        return self
 
 
 class SandboxSection(Section):
@@ -112,6 +190,17 @@ class SandboxSection(Section):
     workers: int | None = Field(None, ge=1, description="parallel programs; default: CPUs available")
     scratch_mb: int = Field(64, ge=1, description="size of the per-run scratch tmpfs")
     max_output_bytes: int = Field(65536, ge=1024)
+
+
+class LongContextSection(Section):
+    """YaRN at inference time (recipe.md §5.1). Models are saved as trained (no rope_scaling,
+    max_position_embeddings = the trained length); this switch adds YaRN to the model's config when it is
+    loaded or served: RoPE scaled by ``yarn_factor`` from ``original_max_position_embeddings``."""
+
+    enabled: bool = Field(False, description="turn YaRN on (off: the model runs as saved, up to its trained length)")
+    yarn_factor: float = Field(4.0, gt=1, description="context extension factor (Qwen2.5-Coder: 4, 32K -> 128K)")
+    original_max_position_embeddings: int | None = Field(
+        None, ge=16, description="the trained length YaRN scales from; default: the model's max_position_embeddings")
 
 
 class EvalSection(Section):
@@ -136,6 +225,9 @@ class EvalSection(Section):
     fim_problems: int = Field(20, ge=1, le=164, description="HumanEval-FIM single-line tasks")
     needle_lengths: list[int] = Field(default_factory=lambda: [256], description="haystack lengths in tokens")
     needle_depths: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])
+    long_context: LongContextSection = Field(
+        default_factory=LongContextSection, description="YaRN for needle lengths beyond the model's trained "
+        "length (run on a separate backend, metrics needle_yarn_*); every other benchmark runs without it")
     batch_size: int = Field(8, ge=1, description="prompts per generation batch (transformers backend)")
     multipl_e_paths: dict[Literal["python", "javascript", "java", "cpp"], str] = Field(
         default_factory=dict, description="MultiPL-E JSONL per language (fields: name or task_id, prompt, tests, "

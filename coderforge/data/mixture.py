@@ -12,8 +12,16 @@ recipe.md §9.6 (Abacus cosine stage): 70 % code, 20 % general text, 10 % math, 
   fractional part; a source is never repeated more than ``mixture.max_repeat`` times (the shortfall
   is reported, and the realised ratios show it).
 * Repeated copies get ids ``<id>~r<k>`` (k ≥ 1) so later ledgers still see unique documents.
+* Decontamination (recipe.md §4.5 applies it to all pre-training data): the documents of
+  ``mixture.sources`` (the text and math sources, and any extra code source) are checked against the
+  benchmarks of ``cfg.decontam`` with the same rules as the ``decontam`` step
+  (:func:`coderforge.data.decontam.decontaminate_documents`) before anything is sampled; an
+  overlapping document is dropped ``contaminated:<bench>/<item>``. The pipeline's curated code
+  (``docs_dir``) has been through the ``decontam`` step already and is not checked again.
+  ``decontam.enabled: false`` switches this off too.
 * The ledger accounts for every input document: kept (``detail`` = copies) or dropped
-  ``downsampled``; the realised token share of every category and source is reported.
+  ``downsampled`` / ``contaminated:…``; the realised token share of every category and source is
+  reported, and the documents each source lost to decontamination.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 from coderforge import records
+from coderforge.data.decontam import decontaminate_documents
 from coderforge.ledger import Ledger
 from coderforge.steps import StepResult
 
@@ -113,13 +122,21 @@ def run_mixture(cfg, out_dir: str, run, tokenizer_dir: str | None = None,
     if not sources:
         raise ValueError("mixture.sources is empty: name the document directories to mix")
     count = token_counter(tokenizer_dir)
+    ledger = Ledger("mixture")
     plans = []
+    n_inputs = 0
+    contaminated: dict[str, int] = {}
     for i, src in enumerate(sources):
+        name = src.name or f"source{i}"
         docs = list(records.read_documents(src.path))
-        plans.append(SourcePlan(src.name or f"source{i}", src.category, src.weight, docs,
+        n_inputs += len(docs)
+        if not (docs_dir and i == 0):  # the curated code was decontaminated by its own step
+            clean = decontaminate_documents(docs, cfg.decontam, ledger)
+            contaminated[name] = len(docs) - len(clean)
+            docs = clean
+        plans.append(SourcePlan(name, src.category, src.weight, docs,
                                 count([d.content for d in docs]) if docs else []))
     budget = plan_mixture(plans, mc.ratios, mc.budget_tokens, cfg.run.seed, mc.max_repeat)
-    ledger = Ledger("mixture")
     out_docs = []
     for p in plans:
         for d in p.docs:
@@ -134,7 +151,7 @@ def run_mixture(cfg, out_dir: str, run, tokenizer_dir: str | None = None,
                                               "mixture_category": p.category, "mixture_copy": r}))
     out_docs.sort(key=lambda d: _rank(cfg.run.seed + 1, d.id))  # interleave sources
     records.write_documents(out_dir, out_docs, cfg.executor.shard_size)
-    summary = ledger.close(out_dir, expected_inputs=sum(len(p.docs) for p in plans))
+    summary = ledger.close(out_dir, expected_inputs=n_inputs)
     cat_tokens: dict[str, int] = defaultdict(int)
     for p in plans:
         cat_tokens[p.category] += p.realised
@@ -148,6 +165,9 @@ def run_mixture(cfg, out_dir: str, run, tokenizer_dir: str | None = None,
         sources[p.name] = {"category": p.category, "available": p.available, "target": round(p.target),
                            "realised": p.realised, "factor": p.realised / p.available if p.available else 0.0}
         metrics[f"factor.{p.name}"] = sources[p.name]["factor"]
+        if p.name in contaminated:
+            sources[p.name]["contaminated"] = contaminated[p.name]
+            metrics[f"contaminated.{p.name}"] = contaminated[p.name]
     return StepResult(ledger=summary, metrics=metrics,
                       info={"ratios_configured": mc.ratios, "sources": sources,
                             "ratios_realised": {c: n / total for c, n in cat_tokens.items()}})

@@ -1,52 +1,47 @@
 """Text-code grounding classifiers (Qwen2.5-Coder §3.1.1, coarse-to-fine fastText filtering).
 
-A **chain** of fastText stages decides whether a piece of text (web pages, docs, tutorials) is
-code-related. Stage 1 is trained on the whole labelled training set; stage k+1 is trained only on
-the training examples stage k kept (its positives and the negatives that got through), so later
-stages learn the finer distinction the earlier ones could not make. Each stage has its own
-hyper-parameters (word n-grams, character n-grams, dimension) and threshold. A document survives
-the chain when every stage scores it at or above its threshold.
+A **chain** of ``quality.num_stages`` fastText stages (4 by default, as Qwen's cc-stages 1–4,
+recipe.md §4.3) decides whether a piece of text (web pages, docs, tutorials) is code-grounded prose.
+A document survives when every stage scores it at or above that stage's threshold; how far it gets
+is its quality.
 
-Precision and recall of every stage are measured on held-out labelled data (the examples reaching
-that stage, and the chain as a whole up to that stage) and logged to MLflow.
+**Seed set, widened stage by stage** (:mod:`coderforge.data.grounding_seeds`): seeds are paragraph
+windows of real files on this machine in labelled groups. Every positive group (stdlib docstrings,
+JDK javadoc, npm documentation and JSDoc, reStructuredText, programming man pages) joins at stage 1;
+the negative groups join from easy to hard — licenses at stage 1, system-administration man pages at
+stage 2, packaging changelogs at stage 3, upstream release notes at stage 4 — so each finer stage has
+its own responsibility. Stage k trains on the part of its seed set that reaches it: the seeds of
+earlier stages that stage k-1 kept (judged out of fold, 2 folds, so stage k sees the mistakes the
+earlier stages make on unseen text) and the seeds joining at stage k that the chain so far keeps
+(the hard ones; what the chain already rejects never reaches stage k).
 
-**Seed data from this machine** (``seed_corpus``): positives are code-related prose — Python
-docstrings of the standard library, reStructuredText documentation found on disk (CMake's help,
-awscli examples …), man pages of programming tools (git, gcc, cmake, ctags, clang/llvm, …);
-negatives are unrelated text — license and copyright texts (``/usr/share/common-licenses``,
-``/usr/share/doc/*/copyright``) and man pages outside programming (games, system administration of
-hardware, …) rendered from roff. Texts are split into paragraph windows of 200–1,200 characters.
+**Recall-tested on held-out seeds**: held-out seeds are whole files of every group (none of their
+windows is trained on). After each stage: precision/recall of the stage on the held-out seeds that
+reach it, of the chain so far on all of them, and the share of each group's held-out seeds the chain
+keeps, all logged to MLflow (``quality.<stage>.*``, step = stage index). The chain's held-out recall
+must stay at or above ``quality.min_chain_recall`` after every stage, else training fails naming the
+stage.
 """
 
 from __future__ import annotations
 
-import ast
-import gzip
-import hashlib
 import json
 import logging
 import random
-import re
-import sysconfig
 import tempfile
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from coderforge import records, storage
+from coderforge.data.grounding_seeds import Seed, difficulty_of, join_stage, seed_corpus, split_heldout
 from coderforge.ledger import Ledger
 from coderforge.steps import StepResult
 
 log = logging.getLogger(__name__)
 
 POS, NEG = "__label__code", "__label__other"
-
-PROGRAMMING_MAN = re.compile(
-    r"^(git|gcc|g\+\+|cpp|cc|clang|llvm|lldb|gdb|make|cmake|ctags|python|pydoc|perl|ld|as|ar|nm|objdump|"
-    r"readelf|strip|gprof|bison|flex|m4|autoconf|automake|libtool|pkg-config|javac|java|jar|node|npm|"
-    r"ruby|rustc|cargo|go|valgrind|strace|ltrace|diff|patch|addr2line|c\+\+filt|FileCheck|bugpoint|opt)"
-    r"([-.]|$)")
-UNRELATED_MAN_SECTIONS = ("man6", "man5", "man8")
+__all__ = ["ClassifierChain", "StageMetrics", "StageSpec", "default_stages", "run_quality", "seed_corpus",
+           "split_heldout", "train_chain"]
 
 
 @dataclass
@@ -62,128 +57,19 @@ class StageSpec:
     bucket: int = 200_000
 
 
-DEFAULT_STAGES = [
-    StageSpec("coarse", threshold=0.3, word_ngrams=1, dim=16, epoch=5),
-    StageSpec("fine", threshold=0.6, word_ngrams=2, minn=3, maxn=5, dim=32, epoch=25),
-]
-
-
-# --- seed data -----------------------------------------------------------------------------------
-
-def _windows(text: str, lo: int = 200, hi: int = 1200) -> list[str]:
-    """Paragraph windows: consecutive paragraphs merged until ``lo`` characters, cut at ``hi``."""
-    out, cur = [], ""
-    for para in re.split(r"\n\s*\n", text):
-        para = " ".join(para.split())
-        if not para:
-            continue
-        cur = f"{cur} {para}".strip()
-        if len(cur) >= lo:
-            out.append(cur[:hi])
-            cur = ""
-    return out
-
-
-_ROFF_ESC = re.compile(r"\\f[BIRP1-4]|\\f\(..|\\f\[[^]]*\]|\\\*\(..|\\\*\[[^]]*\]|\\\*.|\\\(..|\\\[[^]]*\]"
-                       r"|\\[&|^%:]|\\s[-+]?\d")
-
-
-def roff_to_text(src: str) -> str:
-    """Plain text of a man page (macros dropped, their arguments kept, escapes removed)."""
-    lines = []
-    for line in src.splitlines():
-        if line.startswith(('.\\"', "'\\\"", '.\\}')) or line.strip() in (".", "'"):
-            continue
-        if line.startswith((".", "'")):
-            parts = line[1:].split(None, 1)
-            macro = parts[0] if parts else ""
-            if macro in ("SH", "SS"):
-                lines.append("")
-            if macro in ("PP", "P", "LP", "sp", "br", "TP", "IP"):
-                lines.append("")
-                if macro != "IP" or len(parts) < 2:
-                    continue
-            line = parts[1] if len(parts) > 1 else ""
-            line = line.replace('"', "")
-        line = _ROFF_ESC.sub("", line).replace("\\-", "-").replace("\\e", "\\").replace("\\ ", " ")
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def _read_man(path: Path) -> str:
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    return roff_to_text(raw.decode("utf-8", "replace"))
-
-
-def _docstrings(path: Path) -> list[str]:
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
-        return []
+def default_stages(n: int = 4) -> list[StageSpec]:
+    """``n`` stages from coarse to fine: stage 1 unigrams at a low threshold (high recall), later stages
+    word bigrams (and character 3–5-grams in the second half) at thresholds rising to 0.6."""
+    if n < 1:
+        raise ValueError(f"a grounding chain needs at least one stage, not {n}")
     out = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            doc = ast.get_docstring(node)
-            if doc and len(doc) >= 200:
-                out.append(doc)
+    for k in range(n):
+        frac = k / (n - 1) if n > 1 else 0.0
+        fine = k >= (n + 1) // 2
+        out.append(StageSpec(f"stage{k + 1}", threshold=round(0.3 + 0.3 * frac, 3), word_ngrams=1 if k == 0 else 2,
+                             minn=3 if fine else 0, maxn=5 if fine else 0, dim=16 if k == 0 else 32,
+                             epoch=5 if k == 0 else 15))
     return out
-
-
-def _collect(files: list[Path], read, limit: int, rng: random.Random) -> list[str]:
-    """Windows from ``files`` visited in a seeded random order until ``limit`` are collected."""
-    files = list(files)
-    rng.shuffle(files)
-    out: list[str] = []
-    for f in files:
-        if len(out) >= limit:
-            break
-        try:
-            out.extend(read(f))
-        except (OSError, ValueError, EOFError):
-            continue
-    rng.shuffle(out)
-    return out[:limit]
-
-
-def _text_windows(p: Path) -> list[str]:
-    return _windows(p.read_text(encoding="utf-8", errors="replace"))
-
-
-def _docstring_windows(p: Path) -> list[str]:
-    return [w for d in _docstrings(p) for w in _windows(d)]
-
-
-@lru_cache(maxsize=4)
-def seed_corpus(max_per_source: int = 1500, seed: int = 0) -> tuple[list[str], list[str], dict[str, int]]:
-    """Labelled texts found on this machine: (positives, negatives, count per source).
-
-    Files of each source are visited in a seeded random order until ``max_per_source`` windows are
-    collected, so the sample spreads over the whole source without reading all of it."""
-    rng = random.Random(seed)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    mandir = Path("/usr/share/man")
-    py_files = [p for p in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py"))]
-    rst_files = sorted(Path("/usr/share").glob("**/*.rst")) + \
-        sorted((stdlib / "site-packages").glob("**/*.rst"))
-    man_prog = [p for p in sorted((mandir / "man1").glob("*")) if PROGRAMMING_MAN.match(p.name)]
-    man_other = [p for sec in UNRELATED_MAN_SECTIONS for p in sorted((mandir / sec).glob("*"))]
-    legal = [p for p in sorted(Path("/usr/share/common-licenses").glob("*")) if p.is_file()]
-    legal += sorted(Path("/usr/share/doc").glob("*/copyright"))
-    sources = {
-        "python_docstrings": (True, py_files, _docstring_windows),
-        "restructuredtext": (True, rst_files, _text_windows),
-        "man_programming_tools": (True, man_prog, lambda p: _windows(_read_man(p))),
-        "licenses_copyright": (False, legal, _text_windows),
-        "man_other_sections": (False, man_other, lambda p: _windows(_read_man(p))),
-    }
-    pos: list[str] = []
-    neg: list[str] = []
-    counts: dict[str, int] = {}
-    for name, (positive, files, read) in sources.items():
-        texts = _collect(files, read, max_per_source, rng)
-        counts[name] = len(texts)
-        (pos if positive else neg).extend(texts)
-    return pos, neg, counts
 
 
 # --- fastText chain ------------------------------------------------------------------------------
@@ -196,13 +82,24 @@ def _line(text: str) -> str:
 class StageMetrics:
     name: str
     threshold: float
-    train_examples: int
+    seed_examples: int  # the stage's seed set: every training seed that has joined by this stage
+    new_seeds: int  # seeds joining at this stage
+    train_examples: int  # the seeds that reach the stage and train it
     train_positive: int
-    precision: float  # on held-out examples that reached this stage
+    heldout_reached: int  # held-out seeds that reach this stage
+    precision: float  # this stage alone, on the held-out seeds that reach it
     recall: float
-    chain_precision: float  # the chain up to and including this stage, on all held-out examples
+    chain_precision: float  # the chain up to and including this stage, on every held-out seed
     chain_recall: float
-    kept_fraction: float
+    kept_fraction: float  # share of the reaching held-out seeds this stage keeps
+    group_kept: dict[str, float] = field(default_factory=dict)  # chain so far: kept share of each group
+
+    def log_keys(self) -> dict[str, float]:
+        out = {key: float(getattr(self, key)) for key in
+               ("precision", "recall", "chain_precision", "chain_recall", "kept_fraction", "seed_examples",
+                "new_seeds", "train_examples", "heldout_reached")}
+        out.update({f"kept.{g}": v for g, v in self.group_kept.items()})
+        return {f"quality.{self.name}.{k}": v for k, v in out.items()}
 
 
 def _pr(pred: list[bool], gold: list[bool]) -> tuple[float, float]:
@@ -260,68 +157,94 @@ class ClassifierChain:
         return cls(specs, [fasttext.load_model(str(Path(model_dir) / f"{s.name}.bin")) for s in specs])
 
 
-def split_heldout(pos: list[str], neg: list[str], fraction: float = 0.2):
-    """Deterministic train/held-out split by text hash."""
-    def is_ho(t: str) -> bool:
-        return int.from_bytes(hashlib.blake2b(t.encode(), digest_size=4).digest(), "big") / 2**32 < fraction
-
-    train = [(t, True) for t in pos if not is_ho(t)] + [(t, False) for t in neg if not is_ho(t)]
-    held = [(t, True) for t in pos if is_ho(t)] + [(t, False) for t in neg if is_ho(t)]
-    return train, held
-
-
-def train_chain(train: list[tuple[str, bool]], heldout: list[tuple[str, bool]],
-                stages: list[StageSpec] | None = None, seed: int = 0,
-                run=None) -> tuple[ClassifierChain, list[StageMetrics]]:
-    """Train each stage on what the previous one kept; measure every stage on held-out data."""
+def _fit(spec: StageSpec, examples: list[Seed], path: Path, seed: int):
     import fasttext
 
-    stages = stages or DEFAULT_STAGES
-    chain = ClassifierChain(stages)
-    metrics: list[StageMetrics] = []
-    cur_train = list(train)
-    ho_texts = [t for t, _ in heldout]
-    ho_gold = [g for _, g in heldout]
-    ho_alive = [True] * len(heldout)
-    with tempfile.TemporaryDirectory() as tmp:
-        def fit(spec: StageSpec, examples: list[tuple[str, bool]], tag: str, k: int):
-            rows = [f"{POS if g else NEG} {_line(t)}" for t, g in examples]
-            random.Random(seed + k).shuffle(rows)
-            path = Path(tmp) / f"{spec.name}-{tag}.txt"
-            path.write_text("\n".join(rows) + "\n")
-            return fasttext.train_supervised(
-                input=str(path), epoch=spec.epoch, lr=spec.lr, dim=spec.dim, wordNgrams=spec.word_ngrams,
-                minn=spec.minn, maxn=spec.maxn, bucket=spec.bucket, thread=1, seed=seed + k, verbose=0)
+    rows = [f"{POS if s.positive else NEG} {_line(s.text)}" for s in examples]
+    n_pos = sum(s.positive for s in examples)
+    minority = min(n_pos, len(examples) - n_pos)
+    if minority:  # balance the classes: the minority's rows repeated (at most 10 times)
+        times = min(10, max(1, round((len(examples) - minority) / minority)))
+        rows += [r for r, s in zip(rows, examples, strict=True) if s.positive == (2 * n_pos < len(examples))
+                 for _ in range(times - 1)]
+    random.Random(seed).shuffle(rows)
+    path.write_text("\n".join(rows) + "\n")
+    return fasttext.train_supervised(
+        input=str(path), epoch=spec.epoch, lr=spec.lr, dim=spec.dim, wordNgrams=spec.word_ngrams,
+        minn=spec.minn, maxn=spec.maxn, bucket=spec.bucket, thread=1, seed=seed, verbose=0)
 
+
+def _chain_keeps(chain: ClassifierChain, texts: list[str]) -> list[bool]:
+    return [v is None for v in chain.first_rejecting_stage(texts)] if texts else []
+
+
+def _out_of_fold_keep(spec: StageSpec, examples: list[Seed], tmp: Path, seed: int) -> list[bool]:
+    """What a stage trained like ``spec`` keeps of ``examples``, each judged by a model that did not
+    train on it (2 folds)."""
+    keep = [False] * len(examples)
+    folds = [[i for i in range(len(examples)) if i % 2 == f] for f in (0, 1)]
+    for f in (0, 1):
+        model = _fit(spec, [examples[i] for i in folds[1 - f]], tmp / f"{spec.name}-fold{f}.txt", seed)
+        mask = ClassifierChain([spec], [model]).keep_mask(0, [examples[i].text for i in folds[f]])
+        for i, k in zip(folds[f], mask, strict=True):
+            keep[i] = k
+    return keep
+
+
+def train_chain(train: list[Seed], heldout: list[Seed], stages: list[StageSpec] | None = None, seed: int = 0,
+                run=None, min_chain_recall: float = 0.0) -> tuple[ClassifierChain, list[StageMetrics]]:
+    """Train the stages in order on a seed set widened stage by stage (see the module doc); measure
+    every stage on the held-out seeds."""
+    stages = stages or default_stages()
+    n = len(stages)
+    difficulty = difficulty_of()
+    joining: list[list[Seed]] = [[] for _ in range(n)]
+    for s in train:
+        joining[join_stage(difficulty.get(s.group, 1), n)].append(s)
+    chain = ClassifierChain([], [])
+    metrics: list[StageMetrics] = []
+    reaching: list[Seed] = []  # training seeds of earlier stages that reach the current stage
+    seed_examples = 0
+    ho_texts = [s.text for s in heldout]
+    ho_gold = [s.positive for s in heldout]
+    ho_alive = [True] * len(heldout)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
         for k, spec in enumerate(stages):
-            if not any(g for _, g in cur_train) or all(g for _, g in cur_train):
-                raise ValueError(f"stage {spec.name}: its training set lacks one of the two classes")
-            chain.models.append(fit(spec, cur_train, "all", k))
-            # held-out: this stage alone on what reached it, and the chain so far on everything
+            new = joining[k]
+            seed_examples += len(new)
+            hard = [s for s, keep in zip(new, _chain_keeps(chain, [s.text for s in new]), strict=True) if keep]
+            examples = reaching + hard
+            n_pos = sum(s.positive for s in examples)
+            if n_pos == 0 or n_pos == len(examples):
+                raise ValueError(f"quality stage {spec.name}: the seeds reaching it are all of one class "
+                                 f"({len(examples)} examples, {n_pos} positive): use fewer stages or more seed "
+                                 f"data (quality.seed_max_per_source)")
+            chain.stages.append(spec)
+            chain.models.append(_fit(spec, examples, tmp / f"{spec.name}.txt", seed + k))
             reach = [i for i, a in enumerate(ho_alive) if a]
             mask = chain.keep_mask(k, [ho_texts[i] for i in reach]) if reach else []
             p, r = _pr(mask, [ho_gold[i] for i in reach])
             for i, keep in zip(reach, mask, strict=True):
                 ho_alive[i] = keep
             cp, cr = _pr(ho_alive, ho_gold)
-            # what this stage keeps of its training set, judged out of fold (2 folds) so that the next
-            # stage sees the mistakes this stage makes on unseen text, not on text it memorised
-            train_keep = [False] * len(cur_train)
-            folds = [[i for i in range(len(cur_train)) if i % 2 == f] for f in (0, 1)]
-            for f in (0, 1):
-                fold_model = fit(spec, [cur_train[i] for i in folds[1 - f]], f"fold{f}", k)
-                holder = ClassifierChain([spec], [fold_model])
-                mask = holder.keep_mask(0, [cur_train[i][0] for i in folds[f]])
-                for i, keep in zip(folds[f], mask, strict=True):
-                    train_keep[i] = keep
-            m = StageMetrics(spec.name, spec.threshold, len(cur_train), sum(g for _, g in cur_train),
-                             p, r, cp, cr, sum(train_keep) / len(cur_train))
+            groups: dict[str, list[bool]] = {}
+            for s, alive in zip(heldout, ho_alive, strict=True):
+                groups.setdefault(s.group, []).append(alive)
+            m = StageMetrics(spec.name, spec.threshold, seed_examples, len(new), len(examples), n_pos, len(reach),
+                             p, r, cp, cr, sum(mask) / len(mask) if mask else 0.0,
+                             {g: sum(v) / len(v) for g, v in sorted(groups.items())})
             metrics.append(m)
+            log.info("quality %s: %d seeds (%d new), trained on %d; held-out P %.3f R %.3f, chain P %.3f R %.3f",
+                     spec.name, seed_examples, len(new), len(examples), p, r, cp, cr)
             if run is not None:
-                run.log_metrics({f"quality.{spec.name}.{key}": getattr(m, key) for key in
-                                 ("precision", "recall", "chain_precision", "chain_recall", "kept_fraction",
-                                  "train_examples")}, step=k)
-            cur_train = [ex for ex, keep in zip(cur_train, train_keep, strict=True) if keep]
+                run.log_metrics(m.log_keys(), step=k)
+            if cr < min_chain_recall:
+                raise ValueError(f"quality stage {spec.name}: the chain keeps {cr:.3f} of the held-out code-related "
+                                 f"seeds, below quality.min_chain_recall = {min_chain_recall}")
+            if k + 1 < n:
+                keep = _out_of_fold_keep(spec, examples, tmp, seed + k)
+                reaching = [s for s, kept in zip(examples, keep, strict=True) if kept]
     return chain, metrics
 
 
@@ -333,25 +256,30 @@ def run_quality(cfg, docs_dir: str, out_dir: str, run) -> StepResult:
     qc = cfg.quality
     ledger = Ledger("quality")
     info: dict = {}
+    stage_metrics: list[StageMetrics] = []
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         if qc.model_dir:
             chain = ClassifierChain.load(Path(storage.local_path(qc.model_dir)))
         else:
-            pos, neg, counts = seed_corpus(qc.seed_max_per_source, cfg.run.seed)
-            train, held = split_heldout(pos, neg, qc.heldout_fraction)
-            stages = [StageSpec(**s.model_dump()) for s in qc.stages] if qc.stages else None
-            chain, stage_metrics = train_chain(train, held, stages, cfg.run.seed, run)
+            seeds, counts = seed_corpus(qc.seed_max_per_source, cfg.run.seed)
+            train, held = split_heldout(seeds, qc.heldout_fraction)
+            stages = [StageSpec(**s.model_dump()) for s in qc.stages] if qc.stages else \
+                default_stages(qc.num_stages)
+            chain, stage_metrics = train_chain(train, held, stages, cfg.run.seed, run, qc.min_chain_recall)
             info["seed_sources"] = counts
             info["stages"] = [m.__dict__ for m in stage_metrics]
         chain.save(models)
         storage.upload_dir(models, storage.join(out_dir, "models"))
         kept_docs = []
         batch: list = []
+        reached = [0] * len(chain.stages)  # text documents reaching each stage (Qwen: 582B → 370B → …)
 
         def flush():
             verdicts = chain.first_rejecting_stage([d.content for d in batch])
             for d, v in zip(batch, verdicts, strict=True):
+                for k in range(len(chain.stages) if v is None else v + 1):
+                    reached[k] += 1
                 if v is None:
                     ledger.keep(d, detail="grounded")
                     kept_docs.append(d)
@@ -371,8 +299,12 @@ def run_quality(cfg, docs_dir: str, out_dir: str, run) -> StepResult:
             flush()
         records.write_documents(out_dir, kept_docs, cfg.executor.shard_size)
     summary = ledger.close(out_dir, expected_inputs=records.count_documents(docs_dir))
-    metrics = {}
-    for s in info.get("stages", []):
-        for key in ("precision", "recall", "chain_precision", "chain_recall"):
-            metrics[f"quality.{s['name']}.{key}"] = s[key]
+    metrics: dict[str, float] = {}
+    for m in stage_metrics:
+        metrics.update(m.log_keys())
+    kept_text = sum(1 for d in kept_docs if d.lang in qc.apply_to_langs)
+    for k, spec in enumerate(chain.stages):
+        metrics[f"quality.{spec.name}.documents_reaching"] = float(reached[k])
+    info["documents_per_stage"] = {"reaching": dict(zip([s.name for s in chain.stages], reached, strict=True)),
+                                   "kept": kept_text}
     return StepResult(ledger=summary, metrics=metrics, info=info)

@@ -139,6 +139,7 @@ def evaluate_model(cfg, stage: str, mode: str, model_dir: Path, inputs: Inputs, 
     if not generates:
         return metrics, files, info
     log_file = out / f"{prefix or 'base.'}vllm-server.log" if ev.backend == "vllm" else None
+    yarn_lengths: list[int] = []
     try:
         with generation(cfg, model_dir, stage, log_file, tokenizer=tok) as gen:
             if gen.kind == "vllm":
@@ -159,12 +160,21 @@ def evaluate_model(cfg, stage: str, mode: str, model_dir: Path, inputs: Inputs, 
                 metrics.update(m)
                 files += f
             if "needle" in ev.suite:
-                from coderforge.evals.needle import evaluate_needle
+                from coderforge.evals.needle import evaluate_needle, split_lengths
 
-                m, f = evaluate_needle(gen.backend, ev.needle_lengths, ev.needle_depths, out, seed=cfg.run.seed,
-                                       **common)
+                plain, yarn_lengths = split_lengths(ev.needle_lengths, model_dir, ev.long_context)
+                m, f = evaluate_needle(gen.backend, plain, ev.needle_depths, out, seed=cfg.run.seed,
+                                       **common) if plain else ({}, [])
                 metrics.update(m)
                 files += f
+        if yarn_lengths:  # beyond the trained length: YaRN on a backend of its own, after this one is released
+            from coderforge.evals.needle import evaluate_needle_yarn
+
+            yarn_log = out / f"{prefix or 'base.'}vllm-server-yarn.log" if log_file is not None else None
+            m, f = evaluate_needle_yarn(cfg, model_dir, stage, yarn_lengths, out, tokenizer=tok, file_prefix=prefix,
+                                        log_file=yarn_log)
+            metrics.update(m)
+            files += f
     finally:
         if log_file is not None and log_file.exists():
             files.append(str(log_file))

@@ -57,6 +57,7 @@ class VLLMServerConfig:
     gpu_memory_utilization: float | None = None
     generation_config: str | None = "vllm"   # ignore the model's generation_config.json sampling defaults
     extra_args: tuple[str, ...] = ()
+    hf_overrides: dict | None = None     # --hf-overrides (JSON) for the model's config, e.g. YaRN for long inputs
     env: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ENV))
     python: str | None = None            # the vLLM interpreter; None: vllm_env.ensure_vllm_python()
     log_file: str | None = None          # None: a temporary file
@@ -71,13 +72,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def served_max_len(model: str, requested: int) -> int:
-    """``requested``, capped at the model's ``max_position_embeddings``: vLLM refuses to start with a
-    longer context (a recipe's ``vllm.max_model_len`` is an upper bound, e.g. a file-level model of 1K
-    positions served where the repo-level one would take 4K)."""
+def served_max_len(model: str, requested: int, hf_overrides: dict | None = None) -> int:
+    """``requested``, capped at the model's ``max_position_embeddings`` (``hf_overrides``' when it sets
+    one): vLLM refuses to start with a longer context (a recipe's ``vllm.max_model_len`` is an upper bound,
+    e.g. a file-level model of 1K positions served where the repo-level one would take 4K)."""
     config = Path(model) / "config.json"
     try:
-        limit = int(json.loads(config.read_text()).get("max_position_embeddings") or requested)
+        limit = int((hf_overrides or {}).get("max_position_embeddings")
+                    or json.loads(config.read_text()).get("max_position_embeddings") or requested)
     except (OSError, ValueError):
         return requested
     if limit < requested:
@@ -95,16 +97,35 @@ def cpu_server_args(max_model_len: int) -> tuple[str, ...]:
     return ("--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(max_model_len, 2048)))
 
 
+def long_context_overrides(model: str, long_context) -> dict | None:
+    """vLLM's ``--hf-overrides`` for a recipe's ``long_context`` section (None when off): YaRN over the
+    model's trained length, with its RoPE base, read from ``model``/config.json
+    (``coderforge.train.model.yarn_overrides``)."""
+    if long_context is None or not long_context.enabled:
+        return None
+    from coderforge.train.model import yarn_overrides
+
+    try:
+        conf = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"long_context: cannot read {model}/config.json (YaRN takes the RoPE base and the "
+                         f"trained length from it): {e}") from e
+    return yarn_overrides(conf, long_context.yarn_factor, long_context.original_max_position_embeddings)
+
+
 def server_root(url: str) -> str:
     url = url.rstrip("/")
     return url[:-3] if url.endswith("/v1") else url
 
 
 def server_config(v, model: str, served_name: str, log_file: str | Path | None,
-                  attach: bool = True) -> VLLMServerConfig:
+                  attach: bool = True, long_context=None) -> VLLMServerConfig:
     """The server for ``model`` from a recipe's ``vllm`` section ``v`` (``attach``: use ``v.base_url``
-    when set instead of starting one)."""
+    when set instead of starting one; ``long_context``: YaRN settings instead of ``v.long_context``)."""
+    attached = bool(attach and v.base_url)
+    lc = long_context if long_context is not None else getattr(v, "long_context", None)
     return VLLMServerConfig(
+        hf_overrides=None if attached else long_context_overrides(str(model), lc),
         model=str(model), served_model_name=served_name, dtype=v.dtype, max_model_len=v.max_model_len,
         seed=v.seed, python=v.python, health_timeout_s=v.startup_timeout_s,
         log_file=str(log_file) if log_file else None,
@@ -117,7 +138,7 @@ def server_config(v, model: str, served_name: str, log_file: str | Path | None,
 def server_command(python: str, cfg: VLLMServerConfig, port: int) -> list[str]:
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", cfg.model,
            "--served-model-name", cfg.served_model_name, "--dtype", cfg.dtype,
-           "--max-model-len", str(served_max_len(cfg.model, cfg.max_model_len)), "--host", cfg.host,
+           "--max-model-len", str(served_max_len(cfg.model, cfg.max_model_len, cfg.hf_overrides)), "--host", cfg.host,
            "--port", str(port),
            "--seed", str(cfg.seed)]
     if cfg.enforce_eager:
@@ -128,6 +149,8 @@ def server_command(python: str, cfg: VLLMServerConfig, port: int) -> list[str]:
         cmd += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
     if cfg.generation_config:
         cmd += ["--generation-config", cfg.generation_config]
+    if cfg.hf_overrides:
+        cmd += ["--hf-overrides", json.dumps(cfg.hf_overrides)]
     return cmd + list(cfg.extra_args)
 
 
@@ -356,3 +379,13 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
+
+
+def context_limit(v, model: str) -> int:
+    """The context (prompt + new tokens) a server for ``model`` from the recipe's ``vllm`` section ``v``
+    will accept: ``v.max_model_len`` for a running server (``v.base_url``), else that capped at the
+    model's positions (with ``v.long_context``'s YaRN when it is on), as :func:`server_command` starts it.
+    Steps drop the prompts that cannot fit before sending them."""
+    if v.base_url:
+        return v.max_model_len
+    return served_max_len(str(model), v.max_model_len, long_context_overrides(str(model), v.long_context))

@@ -53,7 +53,7 @@ from coderforge.posttrain.synthesise import teacher_source
 from coderforge.records import count_documents
 from coderforge.steps import StepResult
 from coderforge.train.hooks import TrainHooks
-from coderforge.train.launch import _start_ray, fit, log_history, run_name
+from coderforge.train.launch import _start_ray, fit, log_history, phase_metrics, run_name
 from coderforge.train.loop_config import loop_config
 from coderforge.train.parallel import resolve_attention
 
@@ -260,6 +260,7 @@ def run_dpo(cfg: RecipeConfig, pairs_dir: str, model_dir: str, out_dir: str, run
                "steps": float(state["metrics"]["step"]), "final_loss": float(state["metrics"]["loss"]),
                "reference_seconds": round(ref_seconds, 3), "train_seconds": round(fit_seconds, 3),
                "step_seconds": round(time.perf_counter() - t0, 3)}
+    metrics.update(phase_metrics(result.metrics))
     metrics.update({f"train.{k}": float(v) for k, v in (train[-1] if train else {}).items() if k != "step"})
     metrics.update({f"heldout.{k}": float(v) for k, v in (heldout[-1] if heldout else {}).items() if k != "step"})
     log.info("dpo: %d train / %d held-out pairs, %d steps, final loss %.4f, held-out reward accuracy %.3f",

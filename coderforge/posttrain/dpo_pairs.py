@@ -26,7 +26,9 @@ that carries tests:
 Ledger (``Ledger("dpo_pairs")``, over prompts): kept with a pair; dropped ``no_tests``,
 ``unsupported_language``, ``max_prompts`` (beyond ``dpo.max_prompts``), ``prompt_too_long`` (prompt
 tokens + ``dpo.max_new_tokens`` over ``vllm.max_model_len``), ``all_passed`` (no failing completion:
-nothing to reject), ``no_pair`` (nothing to choose: no passing completion and no reference to use);
+nothing to reject), ``no_pair`` (nothing to choose: no passing completion and no reference to use),
+``contaminated:<bench>/<item>`` (a chosen or rejected side shares a benchmark n-gram: generated text is
+checked like all training text; the prompts were checked by ``verify``);
 quarantined ``generation_failed`` when its request failed after the backend's retries.
 
 Output: the pairs (``dpo_records.PreferencePair`` shards) with the held-out split
@@ -46,8 +48,9 @@ from pathlib import Path
 
 from coderforge import storage
 from coderforge.generate.backend import batches
-from coderforge.generate.vllm_server import require_alive
+from coderforge.generate.vllm_server import context_limit, require_alive
 from coderforge.ledger import Ledger
+from coderforge.posttrain.clean import benchmark_index
 from coderforge.posttrain.dpo_records import (
     COMPLETION,
     COMPLETIONS_DIR,
@@ -248,24 +251,31 @@ class _Sampler:
 
 # --- the step ---------------------------------------------------------------------------------------------
 class _Books:
-    def __init__(self):
+    def __init__(self, cfg=None):
         self.ledger = Ledger("dpo_pairs")
         self.pairs: list[PreferencePair] = []
         self.judged: list[JudgedCompletion] = []
         self.sent: Counter = Counter()  # language → prompts sent
+        # the generated sides are new text: checked for benchmark n-grams like every other training text
+        self.dc = benchmark_index(cfg) if cfg is not None and cfg.decontam.enabled else None
 
     def settle(self, cfg, s: InstructionSample, prompt: str, judged: list[JudgedCompletion]) -> None:
         self.judged += judged
         pair, reason, detail = build_pair(s, judged, prompt, cfg.dpo.reference_as_chosen, cfg.dpo.heldout_fraction)
+        hit = self.dc.ngram_match(pair.chosen + "\n" + pair.rejected) if pair is not None and self.dc else None
         if pair is None:
             self.ledger.drop(s, reason, detail)
+        elif hit is not None:
+            self.ledger.drop(s, hit.reason, f"a completion shares benchmark n-grams: {','.join(hit.items[:20])}")
         else:
             self.pairs.append(pair)
             self.ledger.keep(s, detail=detail)
 
 
-def _select(cfg, samples: list[InstructionSample], tok, ledger: Ledger) -> list[tuple[InstructionSample, str]]:
-    """(sample, rendered prompt) of every sample to sample completions for; the others dropped."""
+def _select(cfg, samples: list[InstructionSample], tok, ledger: Ledger,
+            limit: int | None = None) -> list[tuple[InstructionSample, str]]:
+    """(sample, rendered prompt) of every sample to sample completions for; the others dropped. ``limit``:
+    the server's context (default ``vllm.max_model_len``)."""
     d, v = cfg.dpo, cfg.vllm
     wanted = []
     for s in samples:
@@ -278,10 +288,11 @@ def _select(cfg, samples: list[InstructionSample], tok, ledger: Ledger) -> list[
             wanted.append(s)
     texts, counts = render_prompts(tok, [prompt_messages(s) for s in wanted])
     todo = []
+    limit = limit or v.max_model_len
     for s, text, n in zip(wanted, texts, counts, strict=True):
-        if n + d.max_new_tokens > v.max_model_len:
+        if n + d.max_new_tokens > limit:
             ledger.drop(s, "prompt_too_long",
-                        f"{n} prompt tokens + {d.max_new_tokens} new > vllm.max_model_len {v.max_model_len}")
+                        f"{n} prompt tokens + {d.max_new_tokens} new > the server's context {limit}")
         else:
             todo.append((s, text))
     return todo
@@ -353,7 +364,7 @@ def run_dpo_pairs(cfg, instructions_dir: str, model_dir: str, out_dir: str, run)
     t0 = time.monotonic()
     expected = count_documents(instructions_dir)
     samples = list(read_samples(instructions_dir))
-    books = _Books()
+    books = _Books(cfg)
     scratch = Path(tempfile.mkdtemp(prefix="coderforge-dpo-pairs-"))
     log_file = scratch / "vllm-server.log"
     info: dict = {"model": model_dir, "server": cfg.vllm.base_url or "local", "chat_template": "tokenizer"}
@@ -364,7 +375,7 @@ def run_dpo_pairs(cfg, instructions_dir: str, model_dir: str, out_dir: str, run)
         tok, fallback = load_teacher_tokenizer(source)
         if fallback:
             info["chat_template"] = "chatml (the model's tokenizer has none)"
-        todo = _select(cfg, samples, tok, books.ledger)
+        todo = _select(cfg, samples, tok, books.ledger, context_limit(cfg.vllm, source))
         report(done=len(samples) - len(todo), total=len(samples))
         if todo:
             timing = _sample_and_judge(cfg, todo, source, log_file, books, run, len(samples))

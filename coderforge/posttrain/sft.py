@@ -37,7 +37,7 @@ from coderforge.ledger import Ledger
 from coderforge.posttrain.sft_pack import build_sft_data
 from coderforge.steps import StepResult
 from coderforge.train.hooks import TrainHooks
-from coderforge.train.launch import fit, log_history, log_schedule_plot, run_name
+from coderforge.train.launch import fit, log_history, log_schedule_plot, phase_metrics, run_name
 from coderforge.train.loop_config import LoopConfig, loop_config
 from coderforge.train.task import PackedLM
 
@@ -150,7 +150,10 @@ def run_sft(cfg: RecipeConfig, docs_dir: str | None, model_dir: str, out_dir: st
     log_schedule_plot(run, loop)
     final = state["metrics"]
     metrics = {"final_loss": float(final["loss"]), "steps": float(final["step"]), "tokens": float(final["tokens"]),
-               "train_seconds": train_seconds, "data_seconds": data_seconds, **data_metrics(built)}
+               "train_seconds": train_seconds, "data_seconds": data_seconds, **data_metrics(built),
+               "tokens_per_s": float(final["tokens"]) / max(train_seconds, 1e-9),
+               "train_tokens_per_s_last": float(final.get("tokens_per_s", 0.0))}
+    metrics.update(phase_metrics(result.metrics))
     per_step = loop.micro_batch_size * loop.grad_accum * cfg.train.num_workers
     metrics["epochs"] = float(final["step"]) * per_step / max(1.0, metrics["train_rows"])
     if before:

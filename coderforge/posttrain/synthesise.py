@@ -47,7 +47,7 @@ from pathlib import Path
 
 from coderforge import storage
 from coderforge.generate.backend import batches
-from coderforge.generate.vllm_server import require_alive
+from coderforge.generate.vllm_server import context_limit, require_alive
 from coderforge.ledger import Ledger
 from coderforge.posttrain.parse import display_name, fence_tag, fenced, parse_response
 from coderforge.posttrain.problems import count_problems, read_problems
@@ -247,8 +247,10 @@ class _Synthesis:
 
 
 # --- the step ---------------------------------------------------------------------------------------------
-def _prepare(seeds: list[Seed], cfg, prompts: Prompts, tok, ledger: Ledger) -> list[tuple[Seed, str]]:
-    """(seed, rendered prompt) for every seed that can be sent; the others are dropped in the ledger."""
+def _prepare(seeds: list[Seed], cfg, prompts: Prompts, tok, ledger: Ledger,
+             limit: int | None = None) -> list[tuple[Seed, str]]:
+    """(seed, rendered prompt) for every seed that can be sent; the others are dropped in the ledger.
+    ``limit``: the server's context (default ``vllm.max_model_len``)."""
     s, v = cfg.synth, cfg.vllm
     wanted = []
     for seed in seeds:
@@ -258,10 +260,11 @@ def _prepare(seeds: list[Seed], cfg, prompts: Prompts, tok, ledger: Ledger) -> l
             ledger.drop(seed, "language_not_selected", f"{seed.language} not in synth.languages")
     texts, counts = render_prompts(tok, [prompts.messages(seed) for seed in wanted])
     todo = []
+    limit = limit or v.max_model_len
     for seed, text, n in zip(wanted, texts, counts, strict=True):
-        if n + s.max_new_tokens > v.max_model_len:
+        if n + s.max_new_tokens > limit:
             ledger.drop(seed, "prompt_too_long",
-                        f"{n} prompt tokens + {s.max_new_tokens} new > vllm.max_model_len {v.max_model_len}")
+                        f"{n} prompt tokens + {s.max_new_tokens} new > the server's context {limit}")
         else:
             todo.append((seed, text))
     return todo
@@ -304,7 +307,7 @@ def run_synthesise(cfg, seeds_dir: str, model_dir: str, out_dir: str, run) -> St
         tok, fallback = load_teacher_tokenizer(source)
         if fallback:
             info["chat_template"] = "chatml (the teacher tokenizer has none)"
-        todo = _prepare(seeds, cfg, prompts, tok, ledger)
+        todo = _prepare(seeds, cfg, prompts, tok, ledger, context_limit(v, source))
         report(done=len(seeds) - len(todo), total=len(seeds))
         synth = _Synthesis(cfg, teacher, ledger, run, len(seeds), len(seeds) - len(todo))
         stats = synth.run_all(todo, source, log_file) if todo else synth.stats

@@ -44,10 +44,13 @@ def run_cmd(
 
 @app.command("check")
 def check_cmd() -> None:
-    """Say whether this node can isolate programs, which languages have toolchains, and the allow-list of
-    host paths a program sees (everything else of the host is absent); JSON."""
+    """Say whether this node can isolate programs, which languages have toolchains, the allow-list of
+    host paths a program sees (everything else of the host is absent), and the privileges this process
+    holds (in a container: capabilities, seccomp, masked /proc, AppArmor; where isolation fails, which one
+    is missing); JSON."""
     from coderforge.sandbox.allowlist import root_plan
     from coderforge.sandbox.cgroups import cgroup_support
+    from coderforge.sandbox.container import container_report, missing_privileges
     from coderforge.sandbox.core import run_program
     from coderforge.sandbox.host import is_root
     from coderforge.sandbox.isolation import probe
@@ -58,7 +61,9 @@ def check_cmd() -> None:
     report = {"isolated": ok, "reason": reason, "mode": "root: throw-away uid per run" if is_root()
               else "rootless: user namespace", "languages": available_languages(),
               "allow_list": root_plan().report(), "seccomp": seccomp_summary(),
-              "cgroups": cgroup_support()}
+              "cgroups": cgroup_support(), "privileges": container_report()}
+    if not ok:
+        report["missing"] = missing_privileges(report["privileges"], reason)
     if ok:
         v = run_program("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)\n")
         report["network_blocked"] = v.verdict == "failed"

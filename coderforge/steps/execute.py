@@ -23,6 +23,7 @@ from coderforge.steps.table import Step, get_step, input_payload, recipe_value, 
 from coderforge.workspace import setup_logging, tracking_uri_of
 
 log = logging.getLogger("coderforge")
+IMAGE_TAGS = {"CODERFORGE_IMAGE": "coderforge.image", "CODERFORGE_PIPELINE_IMAGE": "coderforge.pipeline_image"}
 
 
 def _log_result(run: tracking.StepRun, result: StepResult, out_dir: str) -> dict[str, float]:
@@ -79,6 +80,9 @@ def execute_step(name: str, recipe_yaml: str, parent_run_id: str, out_dir: str, 
         with tracking.StepRun(tracking_uri_of(cfg), parent_run_id or None, name, step_params(cfg, name),
                               experiment=cfg.tracking.experiment) as run:
             run.set_tag("coderforge.step_key", step_key(cfg, name))
+            for env, tag in IMAGE_TAGS.items():  # the container image the step runs in (docker runner, cluster)
+                if os.environ.get(env):
+                    run.set_tag(tag, os.environ[env])
             result = step.load()(cfg, **inputs, out_dir=out_dir, run=run)
             metrics = _log_result(run, result, out_dir)
             if step.output_kind == "Model" and step.payload:

@@ -15,6 +15,13 @@ from coderforge.workspace import setup_logging, tracking_uri_of
 TABLE_COLUMNS = ("in", "kept", "dropped", "quarantined", "tokens", "seconds")
 ROW_METRICS = ("tokens", "rows", "padding_fraction", "vocab_size", "final_loss")
 TRAIN_STEPS = tuple(s.name for s in STEPS if s.resources == "ray" and s.payload)
+# per training stage in the table: loss, data, speed, start-up overhead, and each stage's own held-out measure
+STAGE_METRICS = ("final_loss", "tokens", "steps", "tokens_per_s", "phase.overhead_s", "heldout_loss_before",
+                 "heldout_loss_after", "heldout.reward_accuracy", "heldout.margin", "heldout.kl",
+                 "train.reward_accuracy")
+# the evaluate step's headline numbers, per model (base / sft / dpo prefixes)
+EVAL_HEADLINES = ("heldout_loss", "humaneval_pass_at_1", "fim_exact_match", "mbpp_pass_at_1", "needle_accuracy")
+EVAL_STAGE_OF = {"pretrain": "base", "pretrain_repo": "base", "sft": "sft", "dpo": "dpo"}
 CURATION_STEPS = tuple(s.name for s in STEPS if "data" in s.pipelines)
 
 
@@ -53,8 +60,7 @@ def _train_summary(reports: dict[str, dict]) -> tuple[dict, dict]:
         "final_loss": last.get("final_loss"),
         "tokens": sum(m.get("tokens") or 0 for m in stages.values()),
         "steps": sum(m.get("steps") or 0 for m in stages.values()),
-        "stages": {name: {k: m.get(k) for k in ("final_loss", "tokens", "steps", "tokens_per_s")}
-                   for name, m in stages.items()},
+        "stages": {name: {k: m[k] for k in STAGE_METRICS if m.get(k) is not None} for name, m in stages.items()},
     }, final
 
 
@@ -103,9 +109,16 @@ def render_table(summary: dict, markdown: bool = False) -> str:
         for language, row in (summary["posttrain"].get("by_language") or {}).items():
             lines.append(f"  {language}: " + "  ".join(f"{k}={_fmt(v)}" for k, v in sorted(row.items())))
     if train:
-        lines += ["", f"train: final_loss={_fmt(train.get('final_loss'))} tokens={train.get('tokens')}"]
+        lines += ["", f"train: final_loss={_fmt(train.get('final_loss'))} tokens={_fmt(train.get('tokens'))}"]
+        lines += [f"  {name}: " + "  ".join(f"{k}={_fmt(v)}" for k, v in m.items())
+                  for name, m in (train.get("stages") or {}).items()]
     if evaluation:
-        lines += ["", "eval: " + "  ".join(f"{k}={_fmt(v)}" for k, v in sorted(evaluation.items()))]
+        lines += ["", "eval: " + "  ".join(f"{k}={_fmt(v)}" for k, v in sorted(evaluation.items())
+                                          if "." not in k and k in EVAL_HEADLINES)]
+        for stage in dict.fromkeys(EVAL_STAGE_OF.values()):
+            row = {k: evaluation[f"{stage}.{k}"] for k in EVAL_HEADLINES if f"{stage}.{k}" in evaluation}
+            if row:
+                lines.append(f"  {stage}: " + "  ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
     return "\n".join(lines)
 
 

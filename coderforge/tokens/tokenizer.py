@@ -6,8 +6,11 @@ A trained tokenizer mirrors Qwen2.5-Coder's layout (recipe.md §2):
   byte-level mapping with no prefix space; byte-level decoder; BPE with no unk token;
 * the regular vocabulary first, then the 22 Qwen2.5 control tokens in Qwen's order
   (``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``, … ``<|fim_prefix|>``, … ``<|file_sep|>``) as
-  one contiguous block right after it: with Qwen's 151,643 regular tokens they land on ids
-  151643…151664; with a smaller trained vocabulary they keep the same relative order and contiguity;
+  one contiguous block right after it. ``tokenizer.total_vocab_size`` counts both (``len(tokenizer)``):
+  Qwen's 151,665 = 151,643 regular + 22 control puts them on ids 151643…151664; a smaller vocabulary
+  keeps the same order and contiguity. Training that cannot fill the regular part fails rather than
+  shift the ids, so the ids are a function of the recipe alone (``control_token_ids``, and
+  ``layout_tokenizer`` builds the same layout without training);
 * ``special: false`` for ``<tool_call>``…``<|file_sep|>`` as Qwen ships them (so
   ``skip_special_tokens`` does not strip FIM tokens), ``additional_special_tokens`` = the 13 tokens
   ``<|im_start|>``…``<|video_pad|>``, pad = eos = ``<|endoftext|>``, no BOS, a ChatML chat template;
@@ -40,6 +43,7 @@ from coderforge.steps import StepResult
 log = logging.getLogger(__name__)
 
 QWEN_REGULAR_VOCAB = 151_643
+QWEN_TOTAL_VOCAB = 151_665  # len(tokenizer) of Qwen2.5(-Coder): 151,643 regular + 22 control tokens
 QWEN_PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
     r"""\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -142,15 +146,52 @@ def add_control_tokens(tok: Tokenizer) -> dict[str, int]:
     return ids
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
-    """A byte-level BPE with ``vocab_size`` entries in total (regular + 22 control tokens)."""
-    regular = vocab_size - len(QWEN_CONTROL_TOKENS)
+def control_token_ids(total_vocab_size: int) -> dict[str, int]:
+    """The id of every control token in a tokenizer of ``total_vocab_size`` tokens made here (trained or
+    ``layout_tokenizer``): the 22 tokens fill the last ids, in Qwen's order."""
+    regular = regular_size(total_vocab_size)
+    return {t: regular + i for i, t in enumerate(CONTROL_TOKENS)}
+
+
+def regular_size(total_vocab_size: int) -> int:
+    """Regular (BPE) tokens of a tokenizer with ``total_vocab_size`` tokens in all."""
+    regular = total_vocab_size - len(QWEN_CONTROL_TOKENS)
     if regular < 256 + 1:
-        raise ValueError(f"vocab_size {vocab_size} leaves no room for merges beyond the 256 bytes")
+        raise ValueError(f"total_vocab_size {total_vocab_size} leaves no room for merges beyond the 256 bytes "
+                         f"and the {len(QWEN_CONTROL_TOKENS)} control tokens")
+    return regular
+
+
+def train_bpe(texts: Iterable[str], total_vocab_size: int, min_frequency: int = 2) -> Tokenizer:
+    """A byte-level BPE with ``total_vocab_size`` tokens in all: ``total_vocab_size - 22`` regular tokens
+    (the 256 bytes and the merges), then the 22 control tokens. Fails if the texts do not yield that many
+    merges at ``min_frequency`` (the control-token ids would move)."""
+    regular = regular_size(total_vocab_size)
     tok = empty_bpe()
     trainer = BpeTrainer(vocab_size=regular, min_frequency=min_frequency, show_progress=False,
                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
     tok.train_from_iterator(texts, trainer=trainer)
+    got = tok.get_vocab_size(with_added_tokens=False)
+    if got != regular:
+        raise ValueError(f"BPE training yielded {got} regular tokens, not {regular} (total_vocab_size "
+                         f"{total_vocab_size} - {len(QWEN_CONTROL_TOKENS)} control tokens): the control tokens "
+                         f"would land on ids {got}.. instead of {regular}..; give more training text "
+                         f"(tokenizer.max_training_chars), lower tokenizer.min_frequency ({min_frequency}) "
+                         f"or lower tokenizer.total_vocab_size")
+    add_control_tokens(tok)
+    return tok
+
+
+def layout_tokenizer(total_vocab_size: int) -> Tokenizer:
+    """A tokenizer with the layout ``train_bpe(texts, total_vocab_size)`` produces, without training:
+    the 256 byte tokens, unreachable placeholder entries up to the regular size (no merges), then the
+    control tokens added by the same code as training. For checking ids of large vocabularies cheaply."""
+    regular = regular_size(total_vocab_size)
+    vocab = {ch: i for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())}
+    vocab.update({f"\u0100<placeholder {i}>": len(vocab) + i for i in range(regular - len(vocab))})
+    tok = qwen_pipeline(Tokenizer(BPE(vocab=vocab, merges=[], dropout=None, unk_token=None,
+                                      continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False,
+                                      byte_fallback=False)))
     add_control_tokens(tok)
     return tok
 
@@ -318,7 +359,7 @@ def run_tokenizer(cfg, docs_dir: str, out_dir: str, run) -> StepResult:
                     chars += len(t)
                     yield t
 
-            tok = train_bpe(counted(), tc.vocab_size, tc.min_frequency)
+            tok = train_bpe(counted(), tc.total_vocab_size, tc.min_frequency)
             save_hf(tok, local, model_max_length=max(cfg.pack.seq_len, 32768))
             summary = ledger.close(out_dir, expected_inputs=records.count_documents(docs_dir))
         info = tokenizer_info(local)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 
 from coderforge.config import RecipeConfig
 from coderforge.train.hooks import TrainHooks
@@ -38,12 +39,12 @@ def _start_ray(cfg: RecipeConfig) -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = os.environ.get("RAY_ADDRESS") or cfg.executor.address
-    if address:
-        ray.init(address=address, log_to_driver=True)
+    env = {"RAY_USAGE_STATS_ENABLED": "0", **({} if cfg.train.use_gpu else {"DS_ACCELERATOR": "cpu"})}
+    if address:  # a cluster, or the run's shared local Ray (coderforge.shared_ray)
+        ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": env})
     else:
         ray.init(num_cpus=max(cfg.train.num_workers, cfg.executor.num_cpus or 0, 2), log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "DS_ACCELERATOR": "cpu"}}
-                 if not cfg.train.use_gpu else None)
+                 runtime_env={"env_vars": env})
     return True
 
 
@@ -81,7 +82,9 @@ def fit(cfg: RecipeConfig, loop: LoopConfig, task: TrainTask, name: str, storage
     from ray.train.torch import TorchTrainer
 
     path, filesystem = ray_storage(storage)
+    called = time.time()
     started = _start_ray(cfg)
+    ray_ready = time.time()
     try:
         trainer = TorchTrainer(
             ray_train_fn, train_loop_config={"loop": loop, "task": task, "hooks": hooks},
@@ -90,10 +93,41 @@ def fit(cfg: RecipeConfig, loop: LoopConfig, task: TrainTask, name: str, storage
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=keep)),
         )
-        return trainer.fit()
+        result = trainer.fit()
+        if result.metrics is not None:
+            result.metrics.update({"time.called": called, "time.ray_ready": ray_ready, "time.returned": time.time()})
+        return result
     finally:
         if started:
             ray.shutdown()
+
+
+PHASES = (  # (phase, start mark, end mark): where a training step's time goes, driver and rank 0 together
+    ("ray_start", "called", "ray_ready"),          # ray.init (0 when attached to a running cluster)
+    ("workers_start", "ray_ready", "loop_entered"),  # Ray Train controller, worker actors, imports, process group
+    ("setup", "loop_entered", "model_ready"),      # device, model build or load, wrapping, resume
+    ("first_step", "model_ready", "first_step"),   # the first optimizer step (warm-up, lazy init)
+    ("steps", "first_step", "last_step"),          # the other steps (intermediate checkpoints taken out below)
+    ("teardown", "last_step", "returned"),         # final checkpoint and export, worker group shutdown
+)
+
+
+def phase_metrics(metrics: dict | None) -> dict[str, float]:
+    """``phase.<name>_s`` from the ``time.*`` marks of a fit's last report (:func:`fit` and
+    ``loop.Clock``); checkpoint saves are their own phase (``phase.checkpoint_s``). Empty when the
+    marks are missing (e.g. a re-run of a finished run, which reports without training)."""
+    m = metrics or {}
+    marks = {k[len("time."):]: float(v) for k, v in m.items() if k.startswith("time.")}
+    names = {a for _, a, _ in PHASES} | {b for _, _, b in PHASES}
+    if not names <= marks.keys():
+        return {}
+    out = {f"phase.{name}_s": round(marks[b] - marks[a], 3) for name, a, b in PHASES}
+    out["phase.steps_s"] = round(out["phase.steps_s"] - (marks["checkpoint_s"] - marks["final_checkpoint_s"]), 3)
+    out["phase.teardown_s"] = round(out["phase.teardown_s"] - marks["final_checkpoint_s"], 3)
+    out["phase.checkpoint_s"] = round(marks["checkpoint_s"], 3)
+    out["phase.total_s"] = round(marks["returned"] - marks["called"], 3)
+    out["phase.overhead_s"] = round(out["phase.total_s"] - out["phase.steps_s"], 3)
+    return out
 
 
 def log_history(run, rows: list[dict]) -> None:

@@ -97,18 +97,44 @@ class Meter:
         return metrics
 
 
+class Clock:
+    """Wall-clock marks of this process's run (``time.time()``, comparable with the driver's): entered the
+    loop, placed (device and process group), model ready (built, wrapped, resumed), first and last optimizer
+    step done; and the seconds spent saving checkpoints. Reported with the last step's metrics as
+    ``time.*`` (``launch.phase_metrics`` turns them into the step's start-up breakdown)."""
+
+    def __init__(self):
+        self.marks = {"loop_entered": time.time()}
+        self.checkpoint_s = self.final_checkpoint_s = 0.0
+
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, time.time())
+
+    def metrics(self) -> dict[str, float]:
+        return {**{f"time.{k}": v for k, v in self.marks.items()}, "time.checkpoint_s": self.checkpoint_s,
+                "time.final_checkpoint_s": self.final_checkpoint_s}
+
+
 def _report(cfg: LoopConfig, step: int, lr: float, meter: Meter, ckpt: Checkpointer, run: RunState,
-            rank: int) -> None:
+            rank: int, clock: Clock) -> None:
     """After optimizer step ``step`` (1-based): log every ``log_every`` steps, checkpoint every
     ``checkpoint_every`` steps, both at the last step."""
     last = step == cfg.steps
     log_now = step % cfg.log_every == 0 or last
     ckpt_now = ckpt.enabled and (last or bool(cfg.checkpoint_every and step % cfg.checkpoint_every == 0))
+    if last:
+        clock.mark("last_step")
     if not (log_now or ckpt_now):
         return
     metrics = meter.summary(step, lr)
     run.history.append(metrics)
-    ckpt.reporter.report(metrics, checkpoint=ckpt.save(step, metrics, run.history, last) if ckpt_now else None)
+    path = None
+    if ckpt_now:
+        t = time.perf_counter()
+        path = ckpt.save(step, metrics, run.history, last)
+        clock.checkpoint_s += time.perf_counter() - t
+        clock.final_checkpoint_s = time.perf_counter() - t if last else 0.0
+    ckpt.reporter.report({**metrics, **clock.metrics()} if last else metrics, checkpoint=path)
     run.metrics = metrics
     if rank == 0:
         with contextlib.suppress(OSError):  # the live view is never worth failing a run for
@@ -124,8 +150,10 @@ def train_loop(cfg: LoopConfig, task: TrainTask, hooks: TrainHooks | None = None
     from coderforge.train.model import build_model
     from coderforge.train.schedules import lr_at, schedule_kwargs
 
+    clock = Clock()
     under_ray = reporter is None and parallel.in_ray()
     where = parallel.place(cfg.strategy, under_ray)
+    clock.mark("placed")
     reporter = reporter or default_reporter(under_ray, cfg.checkpoint_dir, where.rank, where.world)
     hooks = hooks or TrainHooks()
     seed_everything(cfg.seed)
@@ -139,6 +167,7 @@ def train_loop(cfg: LoopConfig, task: TrainTask, hooks: TrainHooks | None = None
     batches = task.batches(run.step * per_step, where.rank, where.world, cfg.micro_batch_size, where.device,
                            attention)
     meter = Meter(where, model_cfg, task.seq_len, per_step, run.step, cfg.peak_flops)
+    clock.mark("model_ready")
     if run.step >= cfg.steps and ckpt.enabled:  # finished before: publish the final state again (a re-run)
         reporter.report(run.metrics, checkpoint=ckpt.save(cfg.steps, run.metrics, run.history, True))
     sched = schedule_kwargs(vars(cfg))
@@ -151,7 +180,8 @@ def train_loop(cfg: LoopConfig, task: TrainTask, hooks: TrainHooks | None = None
             step_loss += loss.detach().float() / cfg.grad_accum
             meter.add_batch(metrics)
         meter.add_step(step_loss, par.finish_step(cfg.grad_clip))
-        _report(cfg, step + 1, lr, meter, ckpt, run, where.rank)
+        clock.mark("first_step")
+        _report(cfg, step + 1, lr, meter, ckpt, run, where.rank, clock)
         hooks.on_step(step + 1, where.rank)
     parallel.release(where)
     return {"history": run.history, "final": run.metrics, "checkpoint": getattr(reporter, "last_checkpoint", None)}

@@ -42,8 +42,10 @@ class LoopConfig:
     weight_decay: float
     grad_clip: float
     schedule: str
-    wsd_decay_fraction: float
-    wcl_linear_fraction: float
+    anneal_steps: int  # the last optimizer steps of a wsd/wcl schedule (``schedules.anneal_steps``); 0: none
+    anneal_shape: str  # train.anneal.shape
+    anneal_mix: dict  # rows of the anneal phase by source (pretrain, code, nl); {}: no data switch
+    anneal_dir: str | None  # the pack_anneal step's instruction rows (needed when anneal_mix has code or nl)
     wcl_cosine_end: float
     log_every: int
     checkpoint_every: int  # 0: only the final checkpoint
@@ -64,7 +66,7 @@ class LoopConfig:
 
 PLACEMENT_FIELDS = ("checkpoint_dir", "save_final")
 DERIVED_FIELDS = ("data_dir", "model_config", "init_from", "config_overrides", "seed", "peak_flops",
-                  *PLACEMENT_FIELDS)
+                  "anneal_steps", "anneal_shape", "anneal_mix", "anneal_dir", *PLACEMENT_FIELDS)
 TRAIN_FIELDS = tuple(f.name for f in fields(LoopConfig) if f.name not in DERIVED_FIELDS)
 
 
@@ -76,12 +78,15 @@ def base_rope_theta(init_from: str | None) -> float | None:
     return (conf.get("rope_parameters") or {}).get("rope_theta") or conf.get("rope_theta")
 
 
-def loop_config(cfg: RecipeConfig, data_dir: str, stage: str, init_from: str | None) -> LoopConfig:
+def loop_config(cfg: RecipeConfig, data_dir: str, stage: str, init_from: str | None,
+                anneal_dir: str | None = None) -> LoopConfig:
     """The loop configuration of training stage ``stage`` (file, repo, sft, dpo) on the rows in ``data_dir``.
 
     ``train.*`` fields are copied by name; the repo stage takes ``repo.steps`` / ``repo.lr`` /
     ``repo.micro_batch_size`` where set, and a RoPE base of at least 1M (recipe.md §5); the sft and dpo
-    stages take what ``sft.train`` / ``dpo.train`` set. Checkpoints go
+    stages take what ``sft.train`` / ``dpo.train`` set. The anneal phase (``train.anneal``) is the last
+    ``anneal_steps`` of the stage's own steps; only the file stage switches data there (``anneal_mix``,
+    rows from ``anneal_dir``). Checkpoints go
     to Ray Train (``checkpoint_dir`` None) and the final model is exported (``save_final``)."""
     from coderforge.tokens.shards import TokenShards
     from coderforge.train.model import LONG_CONTEXT_ROPE_THETA, qwen2_config_dict
@@ -106,7 +111,16 @@ def loop_config(cfg: RecipeConfig, data_dir: str, stage: str, init_from: str | N
         theta = base_rope_theta(init_from) or theta
     model_cfg = qwen2_config_dict(cfg.model.size, int(shards.meta["vocab_size"]),
                                   max(seq, cfg.model.max_position_embeddings), theta, explicit=cfg.model.model_dump())
+    from coderforge.train.schedules import anneal_steps
+
+    mix = cfg.train.anneal.source_weights() if stage == "file" else {}
+    n_anneal = anneal_steps(tc.steps, tc.schedule, cfg.train.anneal.fraction, tc.warmup_steps)
+    if set(mix) - {"pretrain"} and not (anneal_dir and n_anneal):
+        raise ValueError("train.anneal.mix mixes instruction rows into the anneal phase: the file stage needs "
+                         "the pack_anneal step's output (anneal_dir) and steps after its warmup")
     return LoopConfig(
         data_dir=data_dir, model_config=model_cfg, init_from=init_from, config_overrides=overrides,
+        anneal_steps=n_anneal,
+        anneal_shape=cfg.train.anneal.shape, anneal_mix=mix, anneal_dir=anneal_dir if mix else None,
         seed=cfg.run.seed, peak_flops=tc.peak_tflops * 1e12 if tc.peak_tflops else None,
         checkpoint_dir=None, save_final=True, **{name: getattr(tc, name) for name in TRAIN_FIELDS})

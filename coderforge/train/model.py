@@ -16,6 +16,10 @@ model as ``attention_mask={"full_attention": mask}`` (a dict skips transformers'
   diagonal are "partial", all others are skipped, so attention work scales with Σ len(doc)², not S².
   Used with the ``cf_flex`` attention function registered here (GPU).
 
+Long context (recipe.md §5.1): ``released_config`` is the config a trained model is saved with (plain
+RoPE, ``max_position_embeddings`` = the trained length, no ``rope_scaling``, as Qwen ships it);
+``yarn_overrides`` are the config keys that turn YaRN on when a model is loaded or served for long inputs.
+
 This module imports neither Ray nor pydantic: the benchmark runs it on a machine that has neither.
 """
 
@@ -246,6 +250,44 @@ def peak_flops(device_name: str | None) -> float | None:
 def yarn_rope_parameters(theta: float, original: int, factor: float = YARN_FACTOR) -> dict:
     return {"rope_type": "yarn", "rope_theta": float(theta), "factor": float(factor),
             "original_max_position_embeddings": int(original)}
+
+
+def rope_theta_of(conf: dict) -> float:
+    """The RoPE base of a config dict (``rope_parameters`` of transformers 5, or the older ``rope_theta``)."""
+    theta = (conf.get("rope_parameters") or {}).get("rope_theta") or conf.get("rope_theta")
+    if not theta:
+        raise ValueError("model config has no RoPE base (rope_parameters.rope_theta / rope_theta)")
+    return float(theta)
+
+
+def released_config(conf: dict, trained_len: int) -> dict:
+    """``conf`` as Qwen ships a trained model (recipe.md §5.1): plain RoPE with the trained base, no
+    ``rope_scaling``, ``max_position_embeddings`` = the trained length. YaRN is chosen at inference time
+    (``yarn_overrides``), never saved: static YaRN also changes every short input's attention."""
+    out = {k: v for k, v in conf.items() if k not in ("rope_scaling", "rope_theta")}
+    out["rope_parameters"] = {"rope_type": "default", "rope_theta": rope_theta_of(conf)}
+    out["max_position_embeddings"] = int(trained_len)
+    return out
+
+
+def yarn_overrides(conf: dict, factor: float = YARN_FACTOR, original: int | None = None) -> dict:
+    """The config keys that turn YaRN on for a model saved without RoPE scaling: ``rope_parameters``
+    (yarn, the model's base, ``factor``, ``original`` = its trained length, default its
+    ``max_position_embeddings``) and ``max_position_embeddings`` = factor x original, the length served
+    (vLLM does not multiply it for yarn). For transformers' config kwargs and vLLM's ``--hf-overrides``."""
+    rope = conf.get("rope_parameters") or conf.get("rope_scaling") or {}
+    kind = rope.get("rope_type") or rope.get("type") or "default"
+    if kind != "default":
+        raise ValueError(f"model config already scales RoPE ({kind}); long-context YaRN applies to a model "
+                         f"saved without rope scaling (max_position_embeddings = its trained length)")
+    if factor <= 1:
+        raise ValueError(f"YaRN factor must be > 1, got {factor}")
+    original = int(original or conf.get("max_position_embeddings") or 0)
+    if original <= 0:
+        raise ValueError("YaRN needs the trained length: original_max_position_embeddings or the model's "
+                         "max_position_embeddings")
+    return {"rope_parameters": yarn_rope_parameters(rope_theta_of(conf), original, factor),
+            "max_position_embeddings": int(round(original * factor))}
 
 
 def mean_doc_attention_fraction(doc_lens_rows, seq_len: int) -> float:

@@ -14,8 +14,9 @@ it, and copies the final Hugging Face checkpoint to ``out_dir/model`` with the t
 
 Stage ``repo`` (recipe.md §5): starts from the file-level model (``init_from``), switches the RoPE
 base to 1M when the base has a smaller one (a pre-long-context model), trains on the repo-level
-rows (``repo.seq_len``, 32K in the recipe) and writes YaRN (factor 4, original length = the repo
-stage's length) into the saved config, which transformers accepts (``rope_parameters``).
+rows (``repo.seq_len``, 32K in the recipe) and saves the model as Qwen does: ``rope_scaling`` none,
+``max_position_embeddings`` = the trained length. YaRN (factor 4 over that length) is switched on at
+evaluation and serving time for long inputs (``eval.long_context``, ``vllm.long_context``).
 """
 
 from __future__ import annotations
@@ -28,21 +29,19 @@ from pathlib import Path
 
 from coderforge.config import RecipeConfig
 from coderforge.steps import StepResult
-from coderforge.train.launch import fit, log_history, log_schedule_plot, run_name
+from coderforge.train.launch import fit, log_history, log_schedule_plot, phase_metrics, run_name
 from coderforge.train.loop_config import STAGES, base_rope_theta, loop_config
-from coderforge.train.model import yarn_rope_parameters
+from coderforge.train.model import released_config
 from coderforge.train.task import PackedLM
 
 log = logging.getLogger("coderforge.train")
 
 
 def finish_model(model_dir: Path, stage: str, theta: float, repo_seq_len: int, tokenizer_dir: str | None) -> None:
-    if stage == "repo":
+    if stage == "repo":  # saved as Qwen ships it: RoPE base 1M, no rope_scaling, the trained length
         conf = json.loads((model_dir / "config.json").read_text())
-        conf["rope_parameters"] = yarn_rope_parameters(theta, repo_seq_len)
-        conf.pop("rope_theta", None)
-        conf.pop("rope_scaling", None)
-        conf["max_position_embeddings"] = int(repo_seq_len * yarn_rope_parameters(theta, repo_seq_len)["factor"])
+        conf = released_config({**conf, "rope_parameters": {"rope_type": "default", "rope_theta": theta}},
+                               repo_seq_len)
         (model_dir / "config.json").write_text(json.dumps(conf, indent=2))
     if tokenizer_dir:
         for f in Path(tokenizer_dir).iterdir():
@@ -51,8 +50,10 @@ def finish_model(model_dir: Path, stage: str, theta: float, repo_seq_len: int, t
 
 
 def run_pretrain(cfg: RecipeConfig, data_dir: str, out_dir: str, run, stage: str = "file",
-                 init_from: str | None = None, tokenizer_dir: str | None = None) -> StepResult:
-    """Train the ``stage`` ("file" or "repo") model on ``data_dir/train`` shards; save to ``out_dir/model``."""
+                 init_from: str | None = None, tokenizer_dir: str | None = None,
+                 anneal_dir: str | None = None) -> StepResult:
+    """Train the ``stage`` ("file" or "repo") model on ``data_dir/train`` shards; save to ``out_dir/model``.
+    ``anneal_dir``: the pack_anneal step's instruction rows, mixed in from the anneal phase on (file stage)."""
     from coderforge.tokens.shards import TokenShards
     from coderforge.workspace import workdir_of
 
@@ -62,14 +63,16 @@ def run_pretrain(cfg: RecipeConfig, data_dir: str, out_dir: str, run, stage: str
     init_from = init_from or (cfg.model.init_from if stage == "file" else None)
     if stage == "repo" and not init_from:
         raise ValueError("the repo-level stage starts from the file-level model: init_from is required")
-    loop = loop_config(cfg, train_dir, stage, init_from)
+    loop = loop_config(cfg, train_dir, stage, init_from, anneal_dir if stage == "file" else None)
     seq_len = TokenShards(train_dir).seq_len
     theta = loop.model_config["rope_parameters"]["rope_theta"]
     name = run_name(cfg, stage, loop)
     storage = cfg.train.storage or str(workdir_of(cfg) / "ray_results")
     run.log_params({"pretrain.stage": stage, "pretrain.ray_run": name, "pretrain.storage": storage,
                     "pretrain.rope_theta": theta, "pretrain.seq_len": seq_len,
-                    "pretrain.flops_formula": "6*N + 12*L*d*S"})
+                    "pretrain.flops_formula": "6*N + 12*L*d*S", "pretrain.anneal_steps": loop.anneal_steps,
+                    "pretrain.anneal_start_step": loop.steps - loop.anneal_steps,
+                    "pretrain.anneal_mix": json.dumps(loop.anneal_mix)})
     t0 = time.time()
     result = fit(cfg, loop, PackedLM.from_config(loop), name, storage, cfg.train.num_workers, cfg.train.use_gpu,
                  cfg.train.max_failures, cfg.train.checkpoints_to_keep)
@@ -95,6 +98,7 @@ def run_pretrain(cfg: RecipeConfig, data_dir: str, out_dir: str, run, stage: str
                "seq_len": float(seq_len), "mem_peak_gb": float(final.get("mem_peak_gb", 0.0))}
     if "mfu" in final:
         metrics["mfu"] = float(final["mfu"])
+    metrics.update(phase_metrics(result.metrics))
     return StepResult(metrics=metrics, info={"model_path": str(model_dir), "stage": stage, "ray_run": name,
                                              "ray_storage": storage, "rope_theta": theta,
                                              "rope_theta_base": base_rope_theta(init_from),

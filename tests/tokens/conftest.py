@@ -26,5 +26,5 @@ def small_tokenizer(tmp_path_factory, small_docs) -> str:
     from coderforge.tracking import NullRun
 
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
-    run_tokenizer(recipe(tokenizer={"vocab_size": 2048}), small_docs, str(out), NullRun())
+    run_tokenizer(recipe(tokenizer={"total_vocab_size": 2048}), small_docs, str(out), NullRun())
     return str(out)

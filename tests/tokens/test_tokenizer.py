@@ -70,7 +70,7 @@ def test_run_tokenizer_accounts_for_every_document(small_docs, small_tokenizer):
 
 
 def test_training_char_budget_is_a_deterministic_sample(small_docs, tmp_path):
-    cfg = recipe(tokenizer={"vocab_size": 600, "max_training_chars": 200_000})
+    cfg = recipe(tokenizer={"total_vocab_size": 600, "max_training_chars": 200_000})
     a = T.run_tokenizer(cfg, small_docs, str(tmp_path / "a"), NullRun())
     b = T.run_tokenizer(cfg, small_docs, str(tmp_path / "b"), NullRun())
     assert 0 < a.metrics["training_chars"] <= 200_000
@@ -83,7 +83,7 @@ def qwen_format_tokenizer(out: Path) -> Path:
     """A tokenizer laid out exactly like Qwen2.5-Coder's: 151,643 regular tokens (a BPE trained on a
     little text, padded with unreachable filler entries to Qwen's size), the 22 control tokens on
     ids 151643…151664, Qwen's pre-tokeniser and tokenizer_config."""
-    small = T.train_bpe(["def add(a, b):\n    return a + b\n" * 50, "class Foo:\n    pass\n" * 20], 600, 1)
+    small = T.train_bpe(["def add(a, b):\n    return a + b\n" * 50, "class Foo:\n    pass\n" * 20], 300, 1)
     model = json.loads(small.to_str())["model"]
     vocab = dict(model["vocab"])
     for i in range(T.QWEN_REGULAR_VOCAB - len(vocab)):
@@ -134,3 +134,49 @@ def test_load_mode_accepts_a_lone_tokenizer_json(tmp_path):
 def test_too_small_vocab_is_refused():
     with pytest.raises(ValueError, match="no room"):
         T.train_bpe(["abc"], 270)
+
+
+def test_training_that_cannot_fill_the_regular_vocabulary_fails_instead_of_moving_the_ids():
+    # this text yields 283 regular tokens (256 bytes + 27 merges): 600 - 22 = 578 cannot be reached
+    with pytest.raises(ValueError, match=r"yielded 283 regular tokens, not 578.*ids 283\.\. instead of 578"):
+        T.train_bpe(["def add(a, b):\n    return a + b\n" * 50, "class Foo:\n    pass\n" * 20], 600, 1)
+
+
+def _layout_view(tok: Tokenizer) -> dict:
+    """What the layout consists of: sizes, every added token with its id and flags, the saved config's
+    added_tokens_decoder."""
+    added = {i: (a.content, a.special, a.normalized, a.lstrip, a.rstrip, a.single_word)
+             for i, a in tok.get_added_tokens_decoder().items()}
+    return {"regular": tok.get_vocab_size(with_added_tokens=False), "total": tok.get_vocab_size(),
+            "added": added, "config_decoder": T.tokenizer_config(tok)["added_tokens_decoder"]}
+
+
+@pytest.mark.parametrize("total", [700, 1500])
+def test_layout_tokenizer_equals_real_training(total, stdlib_dir):
+    """The cheap layout (no training) has exactly the ids, flags and sizes real BPE training produces."""
+    texts = [(stdlib_dir / n).read_text() for n in ("textwrap.py", "heapq.py", "bisect.py", "fnmatch.py")]
+    trained = T.train_bpe(texts, total, 2)
+    cheap = T.layout_tokenizer(total)
+    assert _layout_view(cheap) == _layout_view(trained)
+    assert {t: trained.token_to_id(t) for t in T.CONTROL_TOKENS} == T.control_token_ids(total)
+    assert trained.get_vocab_size() == total
+
+
+def test_layout_tokenizer_equals_the_trained_tokenizer_step(small_tokenizer, tmp_path):
+    """The step's saved tokenizer (trained, total_vocab_size 2048) and the saved layout of 2048 read the same
+    through tokenizer_info and transformers."""
+    T.save_hf(T.layout_tokenizer(2048), tmp_path / "layout")
+    trained, cheap = T.tokenizer_info(small_tokenizer), T.tokenizer_info(tmp_path / "layout")
+    assert cheap == trained
+    assert trained.control_ids == T.control_token_ids(2048)
+    hf_trained, hf_cheap = T.load_hf(small_tokenizer), T.load_hf(tmp_path / "layout")
+    assert len(hf_cheap) == len(hf_trained) == 2048
+    assert hf_cheap.convert_tokens_to_ids(list(T.CONTROL_TOKENS)) == \
+        hf_trained.convert_tokens_to_ids(list(T.CONTROL_TOKENS))
+    assert hf_cheap.all_special_ids == hf_trained.all_special_ids
+
+
+def test_qwen_total_is_its_regular_vocabulary_plus_the_control_tokens():
+    ids = T.control_token_ids(T.QWEN_TOTAL_VOCAB)
+    assert ids["<|endoftext|>"] == T.QWEN_REGULAR_VOCAB == 151643
+    assert ids["<|fim_prefix|>"] == 151659 and ids["<|file_sep|>"] == 151664 == T.QWEN_TOTAL_VOCAB - 1

@@ -63,7 +63,7 @@ def test_file_then_repo_stage(tmp_path):
     arts = [a.path for a in client.list_artifacts(run_id)]
     assert "lr_schedule.png" in arts
 
-    # repo stage from the file-level model: RoPE 10k -> 1M, 128-token rows, YaRN written
+    # repo stage from the file-level model: RoPE 10k -> 1M, 128-token rows, saved without YaRN (as Qwen)
     repo_data = tmp_path / "repo_tokens"
     write_shards(repo_data / "train", rows=6, seq_len=128, seed=1)
     with StepRun(uri, None, "pretrain_repo") as run:
@@ -73,11 +73,15 @@ def test_file_then_repo_stage(tmp_path):
                             init_from=model_dir, tokenizer_dir=tok)
     assert rres.info["rope_theta_base"] == 10_000.0 and rres.info["rope_theta"] == 1_000_000.0
     saved = json.loads((tmp_path / "out_repo" / "model" / "config.json").read_text())
-    assert saved["rope_parameters"] == {"rope_type": "yarn", "rope_theta": 1_000_000.0, "factor": 4.0,
-                                        "original_max_position_embeddings": 128}
+    assert saved["rope_parameters"] == {"rope_type": "default", "rope_theta": 1_000_000.0}
+    assert saved.get("rope_scaling") is None and saved["max_position_embeddings"] == 128
     conf = AutoConfig.from_pretrained(tmp_path / "out_repo" / "model")
     conf.validate_rope() if hasattr(conf, "validate_rope") else None
-    m2 = AutoModelForCausalLM.from_pretrained(tmp_path / "out_repo" / "model")
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out_repo" / "model").model.rotary_emb.rope_type == "default"
+    from coderforge.config import LongContextSection
+    from coderforge.evals.serving import load_model
+
+    m2 = load_model(tmp_path / "out_repo" / "model", LongContextSection(enabled=True))  # YaRN x4 at load time
     assert m2.model.rotary_emb.rope_type == "yarn" and m2.model.rotary_emb.attention_scaling == pytest.approx(
         0.1 * torch.log(torch.tensor(4.0)).item() + 1, rel=1e-5)
     with torch.no_grad():

@@ -1,11 +1,13 @@
 {{/*
 The vLLM server's settings: the values under `vllm`, overridden by the `vllm` section and
-`synth.teacher` of the recipe named by `vllm.recipe` (so the recipe stays the one source of truth).
-Returns YAML: replicas, tensorParallelSize, maxModelLen, dtype, gpuMemoryUtilization, modelUri.
+`synth.teacher` of the recipe named by `vllm.recipe` (so the recipe stays the one source of truth);
+`vllm.long_context` of the recipe overrides `vllm.longContext` key by key.
+Returns YAML: replicas, tensorParallelSize, maxModelLen, dtype, gpuMemoryUtilization, modelUri, longContext.
 */}}
 {{- define "coderforge.vllm.settings" -}}
 {{- $v := .Values.vllm -}}
-{{- $s := dict "replicas" $v.replicas "tensorParallelSize" $v.tensorParallelSize "maxModelLen" $v.maxModelLen "dtype" $v.dtype "gpuMemoryUtilization" $v.gpuMemoryUtilization "modelUri" $v.model.uri -}}
+{{- $lc := deepCopy (default (dict) $v.longContext) -}}
+{{- $s := dict "replicas" $v.replicas "tensorParallelSize" $v.tensorParallelSize "maxModelLen" $v.maxModelLen "dtype" $v.dtype "gpuMemoryUtilization" $v.gpuMemoryUtilization "modelUri" $v.model.uri "longContext" $lc -}}
 {{- with $v.recipe -}}
 {{- $text := "" -}}
 {{- if hasKey $.Values.recipes . -}}
@@ -24,6 +26,12 @@ Returns YAML: replicas, tensorParallelSize, maxModelLen, dtype, gpuMemoryUtiliza
 {{- range $key, $value := dict "replicas" "replicas" "tensor_parallel_size" "tensorParallelSize" "max_model_len" "maxModelLen" "dtype" "dtype" "gpu_memory_utilization" "gpuMemoryUtilization" -}}
 {{- if hasKey $section $key -}}
 {{- $_ := set $s $value (index $section $key) -}}
+{{- end -}}
+{{- end -}}
+{{- $recipeLc := default (dict) $section.long_context -}}
+{{- range $key, $value := dict "enabled" "enabled" "yarn_factor" "yarnFactor" "original_max_position_embeddings" "originalMaxPositionEmbeddings" -}}
+{{- if hasKey $recipeLc $key -}}
+{{- $_ := set $lc $value (index $recipeLc $key) -}}
 {{- end -}}
 {{- end -}}
 {{- with $recipe.synth -}}
