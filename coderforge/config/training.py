@@ -201,6 +201,17 @@ class LongContextSection(Section):
     yarn_factor: float = Field(4.0, gt=1, description="context extension factor (Qwen2.5-Coder: 4, 32K -> 128K)")
     original_max_position_embeddings: int | None = Field(
         None, ge=16, description="the trained length YaRN scales from; default: the model's max_position_embeddings")
+    beta_fast: float | None = Field(None, gt=0, description="YaRN keeps RoPE dimensions turning more than this many "
+                                    "times over the trained length (unset: 32, the YaRN/Qwen default)")
+    beta_slow: float | None = Field(None, gt=0, description="and interpolates those turning fewer times than this "
+                                    "(unset: 1); models trained far shorter than 32K need both lower")
+
+    @model_validator(mode="after")
+    def _betas_ordered(self):
+        if (self.beta_fast or 32.0) <= (self.beta_slow or 1.0):
+            raise ValueError(f"long_context: beta_fast ({self.beta_fast or 32.0}) must be above beta_slow "
+                             f"({self.beta_slow or 1.0})")
+        return self
 
 
 class EvalSection(Section):

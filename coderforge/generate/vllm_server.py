@@ -110,7 +110,8 @@ def long_context_overrides(model: str, long_context) -> dict | None:
     except (OSError, ValueError) as e:
         raise ValueError(f"long_context: cannot read {model}/config.json (YaRN takes the RoPE base and the "
                          f"trained length from it): {e}") from e
-    return yarn_overrides(conf, long_context.yarn_factor, long_context.original_max_position_embeddings)
+    return yarn_overrides(conf, long_context.yarn_factor, long_context.original_max_position_embeddings,
+                          getattr(long_context, "beta_fast", None), getattr(long_context, "beta_slow", None))
 
 
 def server_root(url: str) -> str:

@@ -270,11 +270,13 @@ def released_config(conf: dict, trained_len: int) -> dict:
     return out
 
 
-def yarn_overrides(conf: dict, factor: float = YARN_FACTOR, original: int | None = None) -> dict:
+def yarn_overrides(conf: dict, factor: float = YARN_FACTOR, original: int | None = None,
+                   beta_fast: float | None = None, beta_slow: float | None = None) -> dict:
     """The config keys that turn YaRN on for a model saved without RoPE scaling: ``rope_parameters``
     (yarn, the model's base, ``factor``, ``original`` = its trained length, default its
-    ``max_position_embeddings``) and ``max_position_embeddings`` = factor x original, the length served
-    (vLLM does not multiply it for yarn). For transformers' config kwargs and vLLM's ``--hf-overrides``."""
+    ``max_position_embeddings``; ``beta_fast``/``beta_slow`` when given, else the YaRN defaults 32/1) and
+    ``max_position_embeddings`` = factor x original, the length served (vLLM does not multiply it for
+    yarn). For transformers' config kwargs and vLLM's ``--hf-overrides``."""
     rope = conf.get("rope_parameters") or conf.get("rope_scaling") or {}
     kind = rope.get("rope_type") or rope.get("type") or "default"
     if kind != "default":
@@ -286,8 +288,9 @@ def yarn_overrides(conf: dict, factor: float = YARN_FACTOR, original: int | None
     if original <= 0:
         raise ValueError("YaRN needs the trained length: original_max_position_embeddings or the model's "
                          "max_position_embeddings")
-    return {"rope_parameters": yarn_rope_parameters(rope_theta_of(conf), original, factor),
-            "max_position_embeddings": int(round(original * factor))}
+    rope_parameters = yarn_rope_parameters(rope_theta_of(conf), original, factor)
+    rope_parameters.update({k: float(v) for k, v in (("beta_fast", beta_fast), ("beta_slow", beta_slow)) if v})
+    return {"rope_parameters": rope_parameters, "max_position_embeddings": int(round(original * factor))}
 
 
 def mean_doc_attention_fraction(doc_lens_rows, seq_len: int) -> float:

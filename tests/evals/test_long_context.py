@@ -91,6 +91,29 @@ def test_long_context_changes_the_loaded_config_only(short_model):
         assert not torch.allclose(plain(input_ids=x).logits, yarn(input_ids=x).logits)
 
 
+def test_yarn_betas_for_models_trained_short(short_model):
+    """YaRN's ramp bounds are recipe values: at a short trained length its defaults (32/1 rotations)
+    interpolate nearly every RoPE dimension, so a recipe can lower them; they reach the loaded model (and
+    vLLM's overrides), and a ramp whose fast bound is not above the slow one is refused."""
+    import torch
+
+    from coderforge.config import ConfigError, LongContextSection
+    from coderforge.evals.serving import load_model
+    from coderforge.generate.vllm_server import long_context_overrides
+
+    default = load_model(short_model, LongContextSection(enabled=True))
+    scaled = LongContextSection(enabled=True, beta_fast=0.68, beta_slow=0.068)
+    tuned = load_model(short_model, scaled)
+    assert tuned.config.rope_parameters["beta_fast"] == 0.68 and "beta_fast" not in default.config.rope_parameters
+    assert not torch.allclose(default.model.rotary_emb.inv_freq, tuned.model.rotary_emb.inv_freq)
+    over = long_context_overrides(str(short_model), scaled)
+    assert (over["rope_parameters"]["beta_fast"], over["rope_parameters"]["beta_slow"]) == (0.68, 0.068)
+    with pytest.raises(ValueError, match="beta_fast"):
+        LongContextSection(enabled=True, beta_fast=1.0, beta_slow=2.0)
+    with pytest.raises(ConfigError, match="beta_fast"):
+        load_recipe_text("data: {sources: [{uri: /x}]}\neval: {long_context: {enabled: true, beta_fast: 0.5}}")
+
+
 def _vllm(extra: str = ""):
     return load_recipe_text("data:\n  sources: [{uri: /tmp}]\nvllm:\n  dtype: float32\n  max_model_len: 4096\n"
                             + extra).vllm
