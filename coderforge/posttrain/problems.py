@@ -22,24 +22,15 @@ id within a file is quarantined (ids must be unique: the ledger is keyed by them
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from coderforge import storage
 from coderforge.config.posttrain import SANDBOX_LANGUAGES
-from coderforge.ledger import Ledger
+from coderforge.ledger import DocRef, Ledger
 from coderforge.posttrain.parse import fenced
 from coderforge.posttrain.samples import InstructionSample, stable_id
 
 REQUIRED = ("problem", "solution", "tests", "language")
-
-
-@dataclass(frozen=True)
-class _Line:
-    id: str
-    repo: str
-    path: str
-    content: str
 
 
 def problem_error(row: object) -> str:
@@ -100,9 +91,9 @@ def read_problems(files, languages, ledger: Ledger) -> list[InstructionSample]:
             seen.add(pid)
             sample = problem_sample({**row, "id": pid}, name, where)
             if sample.language not in languages:
-                ledger.drop(_Line(sample.id, name, where, line), "language_not_selected",
+                ledger.drop(DocRef(sample.id, name, where, line), "language_not_selected",
                             f"{sample.language} not in synth.languages")
                 continue
-            ledger.keep(_Line(sample.id, name, where, line))
+            ledger.keep(DocRef(sample.id, name, where, line))
             out.append(sample)
     return out

@@ -38,13 +38,14 @@ def _start_ray(cfg: RecipeConfig) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from coderforge.shared_ray import local_ray_kwargs
+
     address = os.environ.get("RAY_ADDRESS") or cfg.executor.address
-    env = {"RAY_USAGE_STATS_ENABLED": "0", **({} if cfg.train.use_gpu else {"DS_ACCELERATOR": "cpu"})}
+    local = local_ray_kwargs(cfg)  # the same Ray a run would share, started here for this step alone
     if address:  # a cluster, or the run's shared local Ray (coderforge.shared_ray)
-        ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": env})
+        ray.init(address=address, log_to_driver=True, runtime_env=local["runtime_env"])
     else:
-        ray.init(num_cpus=max(cfg.train.num_workers, cfg.executor.num_cpus or 0, 2), log_to_driver=True,
-                 runtime_env={"env_vars": env})
+        ray.init(**{**local, "log_to_driver": True})
     return True
 
 
