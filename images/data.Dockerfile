@@ -26,10 +26,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/home/coderforge
 
-# 1. system layer (changes with the base or the CA certificates only); git: git sources at ingest
+# 1. system layer (changes with the base or the CA certificates only); git: git sources at ingest.
+# SANDBOX_TOOLCHAINS: what `verify` runs generated code with besides Python (the sandbox's languages:
+# javascript = node, java = javac/java, cpp = g++); empty leaves an image that verifies Python only.
+ARG SANDBOX_TOOLCHAINS="g++ nodejs default-jdk-headless"
 COPY images/ca-certificates/ /usr/local/share/ca-certificates/extra/
 COPY images/system.sh /usr/local/lib/coderforge/system.sh
-RUN sh /usr/local/lib/coderforge/system.sh "${UID}" git
+RUN sh /usr/local/lib/coderforge/system.sh "${UID}" git ${SANDBOX_TOOLCHAINS}
 
 # 2. Python dependencies from pyproject.toml alone, so this layer is reused while only the source changes
 WORKDIR /opt/coderforge

@@ -38,8 +38,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # 1. system layer
 COPY images/ca-certificates/ /usr/local/share/ca-certificates/extra/
 COPY images/system.sh /usr/local/lib/coderforge/system.sh
-# libnuma1: vLLM's CPU kernels link libnuma
-RUN sh /usr/local/lib/coderforge/system.sh "${UID}" git wget bash libnuma1 ${BUILD_TOOLS}
+# libnuma1: vLLM's CPU kernels link libnuma. SANDBOX_TOOLCHAINS: what `evaluate` and `dpo_pairs` run
+# model-written code with besides Python (MultiPL-E's javascript, java and cpp; empty: Python only).
+ARG SANDBOX_TOOLCHAINS="g++ nodejs default-jdk-headless"
+RUN sh /usr/local/lib/coderforge/system.sh "${UID}" git wget bash libnuma1 ${BUILD_TOOLS} ${SANDBOX_TOOLCHAINS}
 
 # 2. vLLM (torch first from TORCH_INDEX where one is given: the CPU variant), then pyproject's other pins
 WORKDIR /opt/coderforge

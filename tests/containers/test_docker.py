@@ -69,6 +69,50 @@ def test_sandbox_in_the_container_isolates_as_on_the_host_with_the_charts_privil
     assert "python" in inside["languages"]
 
 
+# One program per sandbox language, printing 42; run with ``coderforge.sandbox.core.run_program`` inside the
+# image (the toolchains are the images' SANDBOX_TOOLCHAINS) under the chart's privileges.
+_LANGUAGE_PROBE = r"""
+import json
+from coderforge.sandbox.core import run_program
+progs = {
+    "python": "print(6 * 7)",
+    "javascript": "console.log(6 * 7);",
+    "cpp": "#include <iostream>\nint main() { std::cout << 6 * 7 << std::endl; return 0; }",
+    "java": "public class Main { public static void main(String[] a) { System.out.println(6 * 7); } }",
+}
+out = {}
+for lang, code in progs.items():
+    v = run_program(code, lang=lang, timeout_s=60, memory_mb=2048)
+    out[lang] = {"verdict": v.verdict, "stdout": v.stdout.strip(), "isolated": v.isolated,
+                 "detail": (v.detail or v.stderr)[-300:]}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind", ["data", "vllm"])
+def test_every_sandbox_language_runs_isolated_in_the_images_that_run_untrusted_code(eng, kind):
+    """``verify`` (data image) and ``evaluate``/``dpo_pairs`` (vLLM image) run model-written Python,
+    JavaScript, Java and C++ (MultiPL-E): each image carries the toolchains, and each program runs isolated
+    under the chart's privileges."""
+    import docker
+
+    from coderforge.images.containers import run_container
+
+    ref = image_for(kind, variant="cpu")
+    client = eng.client()
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{ref} is not built: run `coderforge images build --only {kind}`")
+    chart = privileges_of_chart(chart_sandbox_values())
+    code, out, err = run_container(client, ref, ["python", "-c", _LANGUAGE_PROBE], labels=eng.labels,
+                                   timeout_s=600, **chart.run_args())
+    assert code == 0, (out + err)[-2000:]
+    results = json.loads(out.strip().splitlines()[-1])
+    for lang, r in results.items():
+        assert r["verdict"] == "passed" and r["stdout"] == "42" and r["isolated"], (lang, r)
+
+
 def test_no_smaller_privilege_set_isolates(eng, data_image):
     smaller = [CANDIDATE_BY_NAME[n] for n in ("none", "unmasked-proc", "sandbox-seccomp")]
     rows = {r["name"]: r for r in measure(eng.client(), data_image, eng.labels, (*smaller, DOCKER_SANDBOX))}
