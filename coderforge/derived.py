@@ -1,5 +1,6 @@
 """What a recipe builds beyond its own keys: the values the code derives from it (control-token ids, the
-model shape of a named size, each pretraining stage's length and RoPE base, long-context YaRN).
+model shape of a named size, each pretraining stage's length and RoPE base, long-context YaRN at
+evaluation and serving as the recipe sets it).
 
 ``coderforge validate`` prints them after the recipe as YAML comments, so a reader can check a recipe
 against recipe.md without reading the code (a named model size, e.g., ignores the explicit shape keys
@@ -14,7 +15,7 @@ import yaml
 def derived_values(cfg) -> dict:
     """The derived values of a validated recipe, as a plain mapping."""
     from coderforge.tokens.tokenizer import CONTROL_TOKENS, control_token_ids
-    from coderforge.train.model import LONG_CONTEXT_ROPE_THETA, YARN_FACTOR, qwen2_config_dict
+    from coderforge.train.model import LONG_CONTEXT_ROPE_THETA, qwen2_config_dict
 
     tc = cfg.tokenizer
     out: dict = {}
@@ -40,17 +41,46 @@ def derived_values(cfg) -> dict:
     if cfg.repo.enabled:
         stages["repo"] = {"seq_len": cfg.repo.seq_len,
                           "rope_theta": max(cfg.model.rope_theta, LONG_CONTEXT_ROPE_THETA),
-                          "fim_rate": cfg.repo.fim_rate,
-                          "long_context_inference": {"yarn_factor": YARN_FACTOR,
-                                                     "original_max_position_embeddings": cfg.repo.seq_len,
-                                                     "max_length": int(cfg.repo.seq_len * YARN_FACTOR)}}
+                          "fim_rate": cfg.repo.fim_rate}
     out["stages"] = stages
+    out["long_context"] = long_context_values(cfg)
     if cfg.mixture.enabled:
         out["mixture"] = {"ratios": dict(cfg.mixture.ratios),
                           "sources": {c: (["curated (this pipeline's code)"] if c == "code" else [])
                                       + [s.name or s.path for s in cfg.mixture.sources if s.category == c]
                                       for c in cfg.mixture.ratios}}
     return out
+
+
+def trained_length(cfg) -> int:
+    """The positions of the model the evaluate step calls base (SFT and DPO keep its config): the repo
+    stage's length when that stage runs (saved so by ``released_config``), else the file stage's."""
+    return cfg.repo.seq_len if cfg.repo.enabled else max(cfg.pack.seq_len, cfg.model.max_position_embeddings)
+
+
+def yarn_values(lc, trained: int) -> dict:
+    """What a ``long_context`` section does to a model of ``trained`` positions: off, it runs as saved; on,
+    YaRN by ``yarn_factor`` from ``original_max_position_embeddings`` (default: the trained length), with
+    the positions and ramp bounds ``coderforge.train.model.yarn_overrides`` writes."""
+    if not lc.enabled:
+        return {"enabled": False, "max_position_embeddings": trained}
+    original = lc.original_max_position_embeddings or trained
+    fast, slow = lc.betas()
+    return {"enabled": True, "yarn_factor": lc.yarn_factor, "original_max_position_embeddings": original,
+            "max_position_embeddings": int(round(original * lc.yarn_factor)), "beta_fast": fast, "beta_slow": slow}
+
+
+def long_context_values(cfg) -> dict:
+    """YaRN at evaluation (``eval.long_context``: needle lengths past the trained length) and serving
+    (``vllm.long_context``: the dpo_pairs server of this run's SFT model, and synthesise's of
+    ``synth.teacher`` when set, else of this run's model)."""
+    trained = trained_length(cfg)
+    serving = yarn_values(cfg.vllm.long_context, trained)
+    lc = cfg.vllm.long_context
+    if cfg.synth.teacher and lc.enabled and not lc.original_max_position_embeddings:
+        serving["synth.teacher"] = (f"{lc.yarn_factor:g} x the max_position_embeddings of {cfg.synth.teacher} "
+                                    "(YaRN scales from the served model's own length)")
+    return {"trained_length": trained, "eval": yarn_values(cfg.eval.long_context, trained), "serving": serving}
 
 
 def derived_comment(cfg) -> str:

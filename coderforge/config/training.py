@@ -192,6 +192,9 @@ class SandboxSection(Section):
     max_output_bytes: int = Field(65536, ge=1024)
 
 
+YARN_BETA_FAST, YARN_BETA_SLOW = 32.0, 1.0  # YaRN's (and Qwen's) ramp bounds when a recipe leaves them unset
+
+
 class LongContextSection(Section):
     """YaRN at inference time (recipe.md §5.1). Models are saved as trained (no rope_scaling,
     max_position_embeddings = the trained length); this switch adds YaRN to the model's config when it is
@@ -208,10 +211,14 @@ class LongContextSection(Section):
 
     @model_validator(mode="after")
     def _betas_ordered(self):
-        if (self.beta_fast or 32.0) <= (self.beta_slow or 1.0):
-            raise ValueError(f"long_context: beta_fast ({self.beta_fast or 32.0}) must be above beta_slow "
-                             f"({self.beta_slow or 1.0})")
+        fast, slow = self.betas()
+        if fast <= slow:
+            raise ValueError(f"long_context: beta_fast ({fast}) must be above beta_slow ({slow})")
         return self
+
+    def betas(self) -> tuple[float, float]:
+        """(beta_fast, beta_slow) as YaRN applies them: the recipe's, or YaRN's defaults 32 and 1."""
+        return (self.beta_fast or YARN_BETA_FAST, self.beta_slow or YARN_BETA_SLOW)
 
 
 class EvalSection(Section):

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from coderforge.evals.report import mode_of, stage_metrics
 
+# needle_yarn_accuracy: the needle past the trained length with YaRN (eval.long_context; evals.needle)
 HEADLINE = ("humaneval_pass_at_1", "mbpp_pass_at_1", "humaneval_plus_pass_at_1", "mbpp_plus_pass_at_1",
-            "fim_exact_match", "needle_accuracy", "heldout_loss", "heldout_ppl")
+            "fim_exact_match", "needle_accuracy", "needle_yarn_accuracy", "heldout_loss", "heldout_ppl")
 
 
 def run_metrics(uri: str, run_id: str) -> tuple[str, dict[str, float]]:

@@ -20,7 +20,8 @@ STAGE_METRICS = ("final_loss", "tokens", "steps", "tokens_per_s", "phase.overhea
                  "heldout_loss_after", "heldout.reward_accuracy", "heldout.margin", "heldout.kl",
                  "train.reward_accuracy")
 # the evaluate step's headline numbers, per model (base / sft / dpo prefixes)
-EVAL_HEADLINES = ("heldout_loss", "humaneval_pass_at_1", "fim_exact_match", "mbpp_pass_at_1", "needle_accuracy")
+EVAL_HEADLINES = ("heldout_loss", "humaneval_pass_at_1", "fim_exact_match", "mbpp_pass_at_1", "needle_accuracy",
+                  "needle_yarn_accuracy")
 EVAL_STAGE_OF = {"pretrain": "base", "pretrain_repo": "base", "sft": "sft", "dpo": "dpo"}
 CURATION_STEPS = tuple(s.name for s in STEPS if "data" in s.pipelines)
 

@@ -68,9 +68,13 @@ def test_qwen_05b_model_and_stages(qwen):
     assert qwen.pack.seq_len == seeds.FILE_SEQ_LEN and qwen.model.rope_theta == seeds.FILE_ROPE_THETA
     assert qwen.repo.enabled and qwen.repo.seq_len == seeds.REPO_SEQ_LEN
     assert d["stages"]["repo"]["rope_theta"] == seeds.REPO_ROPE_THETA
-    assert d["stages"]["repo"]["long_context_inference"] == {
-        "yarn_factor": seeds.YARN_FACTOR, "original_max_position_embeddings": seeds.YARN_ORIGINAL,
-        "max_length": seeds.YARN_LENGTH}
+    # YaRN for the needle past the trained length (eval.long_context); vLLM serves the model as saved
+    assert d["long_context"] == {
+        "trained_length": seeds.YARN_ORIGINAL,
+        "eval": {"enabled": True, "yarn_factor": seeds.YARN_FACTOR,
+                 "original_max_position_embeddings": seeds.YARN_ORIGINAL,
+                 "max_position_embeddings": seeds.YARN_LENGTH, "beta_fast": 32.0, "beta_slow": 1.0},
+        "serving": {"enabled": False, "max_position_embeddings": seeds.YARN_ORIGINAL}}
     from coderforge.train.model import yarn_rope_parameters
 
     yarn = yarn_rope_parameters(seeds.REPO_ROPE_THETA, qwen.repo.seq_len)

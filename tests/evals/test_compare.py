@@ -58,3 +58,36 @@ def test_compare_without_tracking_uri_or_with_bad_id(monkeypatch, mlflow_uri):
     res = CliRunner().invoke(app, ["compare", "0" * 32, "--tracking-uri", mlflow_uri])
     assert res.exit_code == 2
     assert callable(compare)
+
+
+def test_compare_lists_the_needle_with_yarn_beside_the_plain_needle(tmp_path, mlflow_uri):
+    """The evaluate step logs the needle past the trained length (with YaRN, eval.long_context) as
+    ``needle_yarn_accuracy``: compare shows it among the headline metrics, right after the plain needle,
+    and charts it; a run without YaRN has no value there."""
+    from coderforge.evals.compare import HEADLINE
+
+    model = build_tiny_model(tmp_path / "short")
+    conf = json.loads((model / "config.json").read_text())
+    conf.update(rope_parameters={"rope_type": "default", "rope_theta": 10_000.0}, max_position_embeddings=256)
+    (model / "config.json").write_text(json.dumps(conf))
+    recipe = (f"data:\n  sources: [{{uri: /tmp}}]\ntracking:\n  uri: {json.dumps(mlflow_uri)}\n"
+              "eval:\n  backend: transformers\n  suite: [needle]\n  max_new_tokens: 8\n"
+              "  needle_lengths: [120, 900]\n  needle_depths: [0.5]\n")
+    parents = []
+    for name, extra in (("plain", ""), ("yarn", "  long_context: {enabled: true, yarn_factor: 4.0}\n")):
+        parent = tracking.start_parent_run(mlflow_uri, "coderforge", name, {}, tags={"coderforge.kind": "pipeline"})
+        execute_step("evaluate", recipe + extra, parent, str(tmp_path / name), model_dir=str(model))
+        tracking.finish_run(mlflow_uri, parent)
+        parents.append(parent)
+    chart = tmp_path / "needle.png"
+    res = CliRunner().invoke(app, ["compare", *parents, "--tracking-uri", mlflow_uri, "--chart", str(chart)])
+    assert res.exit_code == 0, res.output
+    rows = [ln.split() for ln in res.output.splitlines()[2:] if ln and not ln.startswith("chart:")]
+    names = [r[0] for r in rows]
+    assert names[:2] == ["needle_accuracy", "needle_yarn_accuracy"]
+    assert names.index("needle_yarn_accuracy") < names.index("needle_yarn_n")
+    yarn_row = rows[1]
+    assert yarn_row[1] == "-" and 0.0 <= float(yarn_row[2]) <= 1.0  # only the YaRN run measured it
+    drawn = res.output.splitlines()[-1]
+    assert drawn.startswith(f"chart: {chart}") and "needle_yarn_accuracy" in drawn
+    assert HEADLINE.index("needle_yarn_accuracy") == HEADLINE.index("needle_accuracy") + 1

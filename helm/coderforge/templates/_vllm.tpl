@@ -29,7 +29,7 @@ Returns YAML: replicas, tensorParallelSize, maxModelLen, dtype, gpuMemoryUtiliza
 {{- end -}}
 {{- end -}}
 {{- $recipeLc := default (dict) $section.long_context -}}
-{{- range $key, $value := dict "enabled" "enabled" "yarn_factor" "yarnFactor" "original_max_position_embeddings" "originalMaxPositionEmbeddings" -}}
+{{- range $key, $value := dict "enabled" "enabled" "yarn_factor" "yarnFactor" "original_max_position_embeddings" "originalMaxPositionEmbeddings" "beta_fast" "betaFast" "beta_slow" "betaSlow" -}}
 {{- if hasKey $recipeLc $key -}}
 {{- $_ := set $lc $value (index $recipeLc $key) -}}
 {{- end -}}
