@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import helm_python as helm
-import kubernetes_validate
 import pytest
 import yaml
 
@@ -20,7 +19,7 @@ from coderforge import storage
 from coderforge.config.posttrain import VLLMSection
 from coderforge.config.recipe import load_recipe_text
 from coderforge.generate.vllm_server import VLLMServerConfig, server_command
-from tests.k8s.test_chart import CHART, K8S_VERSIONS, NS, TINY, manifests, render
+from tests.k8s.test_chart import CHART, K8S_VERSIONS, NS, TINY, manifests, render, validate
 
 MODEL_URI = "s3://coderforge/models/qwen2.5-coder-7b-instruct"
 URL = f"http://cf-coderforge-vllm.{NS}.svc:8000"
@@ -57,9 +56,8 @@ def rendered() -> list[dict]:
 
 def test_rendered_manifests_validate(rendered):
     dep, svc = vllm_docs(rendered)
-    for version in K8S_VERSIONS:
-        for d in rendered:
-            kubernetes_validate.validate(d, version, strict=True)
+    for d in rendered:
+        validate(d)
     assert dep["metadata"]["namespace"] == svc["metadata"]["namespace"] == NS
 
 
@@ -261,7 +259,7 @@ def test_settings_come_from_the_named_recipe():
     assert flags(c)["--max-model-len"] == "8192"
     assert dep["spec"]["template"]["spec"]["initContainers"][0]["args"][1] == MODEL_URI
     for d in manifests(values):
-        kubernetes_validate.validate(d, K8S_VERSIONS[-1], strict=True)
+        validate(d, K8S_VERSIONS[-1:])
 
 
 @pytest.mark.parametrize(("vllm", "message"), [
