@@ -1,6 +1,6 @@
 """YaRN beyond the trained length, and nothing changed within it (recipe.md §5.1, issue 14).
 
-A small Qwen2ForCausalLM is trained here, on CPU, at a short length (``--train-len``, 256 tokens) on
+A small Qwen2ForCausalLM is trained here, on CPU, at a short length (``--train-len``, 128 tokens) on
 needle-in-a-haystack rows in the format of ``coderforge.evals.needle`` (standard-library code with a
 ``def needle_<hex>(): return <5 digits>`` inserted at a random depth, then ``assert needle_<hex>() == ``
 and the value), with next-token loss on the whole row and the answer tokens weighted up. It is saved
@@ -9,24 +9,27 @@ scaling, ``max_position_embeddings`` = the trained length) and then evaluated th
 step's own code (``coderforge.evals.serving.generation`` / ``load_model`` with or without
 ``eval.long_context``, ``coderforge.evals.needle``):
 
-* needle accuracy at 0.5x, 1x, 2x and 4x the trained length, five depths, ``--eval-seeds`` haystacks:
-  without YaRN (the model as saved, run past its length anyway, since the evaluate step would refuse
-  those prompts) and with YaRN (factor ``--factor`` over the trained length);
+* needle accuracy at 0.5x, 1x, 2x and 4x the trained length, five depths, ``--eval-seeds`` test haystacks
+  (found/n with 95 % Wilson intervals): as saved (the evaluate step refuses prompts past its length),
+  without YaRN (run past its length anyway) and with YaRN (``eval.long_context``: factor ``--factor``
+  over the trained length) with the default betas (32/1), with betas matched to Qwen's shares of
+  kept/interpolated dimension pairs, and with the betas chosen on ``--dev-seeds`` other haystacks
+  from the grid ``--grid-fast`` x ``--grid-slow`` (recipe values ``eval.long_context.beta_fast/beta_slow``);
 * next-token loss of held-out standard-library files (files never in the training haystacks) per
-  position band, on windows of 4x the trained length, without and with YaRN;
+  position band, on windows of 4x the trained length, without and with each YaRN;
 * short inputs (windows of the trained length): held-out loss and needle accuracy within the
   trained length with YaRN off (must equal the trained model exactly: the logits are compared) and
-  with YaRN on for every input (what saving YaRN into the config did before).
+  with each YaRN on for every input (what saving YaRN into the config did before).
 
-YaRN keeps the RoPE dimensions that turn more than ``beta_fast`` (32) times over the original length,
-interpolates those that turn less than ``beta_slow`` (1) times, and ramps in between. At Qwen2.5-Coder's
-scale (base 1M, head_dim 128, 32,768 tokens) that keeps 37 % of the dimension pairs and interpolates 38 %;
-at 128-256 tokens no dimension turns 32 times, so the defaults interpolate nearly all of them. The
-``with_yarn_qwen_shares`` rows therefore add YaRN with ``beta_fast``/``beta_slow`` chosen so that the same
-shares of this model's dimensions are kept/ramped/interpolated as in Qwen's setting (an analysis
-variant; the recipe and the serving code use the defaults, as Qwen does).
+Why the betas (``yarn_analysis``): they count turns of a RoPE dimension pair over the trained length.
+At 128 tokens (head_dim 64, base 10K) the fastest pair turns 20 times, so the default beta_fast 32 puts
+every pair on the interpolation ramp and breaks the local (previous-token) attention even within the
+trained length. Betas matched to Qwen's *shares* keep pairs that turned less than once in training; at
+4x their angles were never seen. Keeping only pairs that turn several times (beta_fast a few) and
+interpolating those under about half a turn (beta_slow 0.5) works at 2x and 4x; YaRN's attention
+scaling (0.1 ln 4 + 1, transformers' default) is needed too (without it 4x fails).
 
-    .venv/bin/python benchmarks/long_context.py [--steps 3000] [--train-len 256] [--rope-theta 10000]
+    .venv/bin/python benchmarks/long_context.py [--work DIR [--reuse]] [--train-len 128] [--steps 8000]
 
 Writes ``benchmarks/results/long_context.json`` (``--out``).
 """
@@ -34,7 +37,6 @@ Writes ``benchmarks/results/long_context.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import platform
@@ -47,6 +49,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+from yarn_analysis import correction_range, pick_betas, qwen_share_betas, rotations, wilson  # noqa: E402
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TOKENIZER_FILES = ("textwrap.py", "bisect.py", "heapq.py", "fnmatch.py", "colorsys.py", "keyword.py", "shlex.py",
                    "difflib.py", "argparse.py", "dataclasses.py", "functools.py", "csv.py", "string.py")
@@ -110,25 +115,6 @@ def build_tokenizer(out: Path, vocab: int):
 
     save_hf(train_bpe([read(STDLIB / n) for n in TOKENIZER_FILES], vocab, 2), out, model_max_length=1 << 20)
     return AutoTokenizer.from_pretrained(out)
-
-
-def correction_range(num_rot_fast: float, num_rot_slow: float, head_dim: int, theta: float, length: int):
-    """YaRN's (kept below, interpolated above) dimension-pair indices (transformers' find_correction_range)."""
-    def dim(rot: float) -> float:
-        return head_dim * math.log(length / (rot * 2 * math.pi)) / (2 * math.log(theta))
-    return max(dim(num_rot_fast), 0.0), min(dim(num_rot_slow), head_dim / 2 - 1)
-
-
-def qwen_share_betas(head_dim: int, theta: float, length: int) -> dict:
-    """beta_fast/beta_slow that keep/interpolate the shares of dimension pairs YaRN's defaults (32, 1) keep
-    and interpolate for Qwen2.5-Coder's repo-level model (head_dim 128, base 1M, 32,768 tokens)."""
-    lo, hi = correction_range(32, 1, 128, 1e6, 32768)
-    fast, slow = lo / 64, hi / 64
-
-    def rot(share: float) -> float:
-        return length / (2 * math.pi * theta ** (2 * share * (head_dim / 2) / head_dim))
-    return {"beta_fast": rot(fast), "beta_slow": rot(slow), "qwen_kept_share": round(fast, 3),
-            "qwen_interpolated_share": round(1 - slow, 3)}
 
 
 def train(args, tok, rows: NeedleRows, model_dir: Path, log) -> tuple[dict, object]:
@@ -199,28 +185,25 @@ def quick_needle(model, tok, args) -> float:
     return m["needle_accuracy"]
 
 
-def needle_table(cfg, model_dir: Path, tok, lengths, depths, seeds, long_context, forced: bool,
-                 model=None) -> dict:
-    """Accuracy per length over ``seeds`` x ``depths`` tasks (one length per call: similar prompt lengths),
-    through the evaluate step's backend (``model``: this in-process model instead)."""
+def needle_table(cfg, model_dir: Path, tok, lengths, depths, seeds, long_context, forced: bool) -> dict:
+    """Found/n (95 % Wilson interval) per length over ``seeds`` x ``depths`` tasks, through the evaluate
+    step's backend with ``long_context`` (one length per call: similar prompt lengths)."""
     from coderforge.evals.needle import evaluate_needle
-    from coderforge.evals.serving import Generation, generation
-    from coderforge.generate import TransformersBackend
+    from coderforge.evals.serving import generation
 
     out = {}
-    ctx = generation(cfg, model_dir, "bench", tokenizer=tok, long_context=long_context) if model is None else \
-        contextlib.nullcontext(Generation(TransformersBackend("", tokenizer=tok, model=model, batch_size=8),
-                                          "transformers", model.config.max_position_embeddings))
-    with ctx as gen, tempfile.TemporaryDirectory() as d:
+    with generation(cfg, model_dir, "bench", tokenizer=tok, long_context=long_context) as gen, \
+            tempfile.TemporaryDirectory() as d:
         for length in lengths:
             found = n = refused = 0
             for s in seeds:
                 m, _ = evaluate_needle(gen.backend, [length], depths, Path(d), seed=s, tokenizer=tok,
                                        context_limit=None if forced else gen.context_limit)
-                found += m["needle_accuracy"] * m["needle_n"]
-                n += m["needle_n"]
-                refused += m.get("needle_prompt_too_long", 0)
-            out[str(length)] = {"accuracy": round(found / n, 4), "n": int(n), "refused": int(refused)}
+                found += round(m["needle_accuracy"] * m["needle_n"])
+                n += int(m["needle_n"])
+                refused += int(m.get("needle_prompt_too_long", 0))
+            out[str(length)] = {"accuracy": round(found / n, 4), "found": found, "n": n, "ci95": wilson(found, n),
+                                "refused": refused}
     return out
 
 
@@ -251,20 +234,6 @@ def position_loss(model, windows: list[list[int]], bands: list[tuple[int, int]])
     return {f"{lo}-{hi}": round(sums[(lo, hi)] / max(1, counts[(lo, hi)]), 4) for lo, hi in bands}
 
 
-def shares_model(model_dir: Path, long_context, betas: dict):
-    """The model with YaRN whose beta_fast/beta_slow are ``betas`` (the analysis variant)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from coderforge.generate.vllm_server import long_context_overrides
-
-    config = AutoConfig.from_pretrained(str(model_dir))
-    over = long_context_overrides(str(model_dir), long_context)
-    over["rope_parameters"].update(beta_fast=betas["beta_fast"], beta_slow=betas["beta_slow"])
-    for key, value in over.items():
-        setattr(config, key, value)
-    return AutoModelForCausalLM.from_pretrained(str(model_dir), config=config)
-
-
 def evaluate(args, model_dir: Path, tok, trained_model, log) -> dict:
     import torch
 
@@ -274,71 +243,92 @@ def evaluate(args, model_dir: Path, tok, trained_model, log) -> dict:
     L = args.train_len
     cfg = load_recipe(ROOT.parent / "configs" / "tiny.yaml",
                       overrides=["eval.backend=transformers", "eval.batch_size=8"])
-    yarn = LongContextSection(enabled=True, yarn_factor=args.factor)
+
+    def yarn(**betas) -> LongContextSection:  # what a recipe's eval.long_context sets
+        return LongContextSection(enabled=True, yarn_factor=args.factor, **betas)
+
     off = LongContextSection()
     depths = [0.0, 0.25, 0.5, 0.75, 1.0]
-    seeds = list(range(args.eval_seeds))
+    dev_seeds = list(range(args.dev_seeds))  # choose the betas on these haystacks ...
+    test_seeds = list(range(1000, 1000 + args.eval_seeds))  # ... and report on these
     lengths = [L // 2, L, 2 * L, int(args.factor * L)]
     t0 = time.time()
     head_dim = args.hidden // args.heads
-    betas = qwen_share_betas(head_dim, args.rope_theta, L)
-    shares = shares_model(model_dir, yarn, betas)
+    shares = qwen_share_betas(head_dim, args.rope_theta, L)
+    grid = {}
+    for fast in args.grid_fast:
+        for slow in args.grid_slow:
+            if fast > slow:
+                t = needle_table(cfg, model_dir, tok, lengths[2:], depths, dev_seeds,
+                                 yarn(beta_fast=fast, beta_slow=slow), forced=False)
+                grid[(fast, slow)] = {k: v["accuracy"] for k, v in t.items()}
+    fast, slow = pick_betas(grid)
+    log(f"beta grid on dev seeds ({time.time() - t0:.0f} s): chose beta_fast {fast}, beta_slow {slow}")
+    variants = {"with_yarn": yarn(), "with_yarn_qwen_shares": yarn(beta_fast=shares["beta_fast"],
+                                                                   beta_slow=shares["beta_slow"]),
+                "with_yarn_chosen_betas": yarn(beta_fast=fast, beta_slow=slow)}
     ranges = {"yarn_defaults": correction_range(32, 1, head_dim, args.rope_theta, L),
-              "yarn_qwen_shares": correction_range(betas["beta_fast"], betas["beta_slow"], head_dim,
+              "yarn_qwen_shares": correction_range(shares["beta_fast"], shares["beta_slow"], head_dim,
                                                    args.rope_theta, L),
+              "yarn_chosen_betas": correction_range(fast, slow, head_dim, args.rope_theta, L),
               "qwen2.5_coder_repo_model": correction_range(32, 1, 128, 1e6, 32768)}
-    needle = {"lengths": lengths, "depths": depths, "seeds": len(seeds),
-              "as_saved": needle_table(cfg, model_dir, tok, lengths, depths, seeds, off, forced=False),
-              "without_yarn": needle_table(cfg, model_dir, tok, lengths, depths, seeds, off, forced=True),
-              "with_yarn": needle_table(cfg, model_dir, tok, lengths, depths, seeds, yarn, forced=False),
-              "with_yarn_qwen_shares": needle_table(cfg, model_dir, tok, lengths, depths, seeds, yarn, forced=False,
-                                                    model=shares)}
+    needle = {"lengths": lengths, "depths": depths, "seeds": test_seeds,
+              "as_saved": needle_table(cfg, model_dir, tok, lengths, depths, test_seeds, off, forced=False),
+              "without_yarn": needle_table(cfg, model_dir, tok, lengths, depths, test_seeds, off, forced=True),
+              **{k: needle_table(cfg, model_dir, tok, lengths, depths, test_seeds, lc, forced=False)
+                 for k, lc in variants.items()}}
     log(f"needle done ({time.time() - t0:.0f} s): {json.dumps(needle)}")
     _, held = stdlib_split()
     long_w = heldout_windows(tok, held, int(args.factor * L), args.ppl_windows)
     short_w = heldout_windows(tok, held, L, args.ppl_windows * 4)
     bands = [(0, L), (L, 2 * L), (2 * L, int(args.factor * L))]
-    plain, scaled = load_model(model_dir, off), load_model(model_dir, yarn)
+    plain = load_model(model_dir, off)
+    models = {k: load_model(model_dir, lc) for k, lc in variants.items()}
     ppl = {"windows": len(long_w), "window_tokens": int(args.factor * L),
-           "without_yarn": position_loss(plain, long_w, bands), "with_yarn": position_loss(scaled, long_w, bands),
-           "with_yarn_qwen_shares": position_loss(shares, long_w, bands)}
-    short = {"windows": len(short_w), "window_tokens": L,
-             "loss_off": position_loss(plain, short_w, [(0, L)])[f"0-{L}"],
-             "loss_yarn_always_on": position_loss(scaled, short_w, [(0, L)])[f"0-{L}"],
-             "loss_yarn_qwen_shares_always_on": position_loss(shares, short_w, [(0, L)])[f"0-{L}"]}
+           "without_yarn": position_loss(plain, long_w, bands),
+           **{k: position_loss(m, long_w, bands) for k, m in models.items()}}
+    short = {"windows": len(short_w), "window_tokens": L, "loss_off": position_loss(plain, short_w, [(0, L)])[f"0-{L}"],
+             **{f"loss_{k}_always_on": position_loss(m, short_w, [(0, L)])[f"0-{L}"] for k, m in models.items()}}
     with torch.no_grad():  # off = the trained model exactly
         x = torch.tensor(short_w[:4])
-        short["max_abs_logit_diff_off_vs_trained"] = float((plain(input_ids=x).logits
-                                                            - trained_model(input_ids=x).logits).abs().max())
-        short["max_abs_logit_diff_yarn_vs_trained"] = float((scaled(input_ids=x).logits
-                                                             - trained_model(input_ids=x).logits).abs().max())
+        ref = trained_model(input_ids=x).logits
+        short["max_abs_logit_diff_off_vs_trained"] = float((plain(input_ids=x).logits - ref).abs().max())
+        for k, m in models.items():
+            short[f"max_abs_logit_diff_{k}_vs_trained"] = float((m(input_ids=x).logits - ref).abs().max())
     short["needle_within_off"] = {k: needle["as_saved"][str(k)] for k in lengths[:2]}
-    short["needle_within_yarn_always_on"] = {k: needle["with_yarn"][str(k)] for k in lengths[:2]}
+    for k in variants:
+        short[f"needle_within_{k}_always_on"] = {n: needle[k][str(n)] for n in lengths[:2]}
     log(f"loss done: {json.dumps(ppl)} {json.dumps(short)}")
     return {"needle": needle, "heldout_loss_by_position": ppl, "short_context": short,
+            "beta_grid_dev": {"seeds": dev_seeds, "chosen": {"beta_fast": fast, "beta_slow": slow},
+                              "accuracy": {f"{f}/{s_}": v for (f, s_), v in grid.items()}},
             "yarn_dimension_pairs": {"head_dim": head_dim, "kept_below_and_interpolated_above": {
-                k: [round(a, 2), round(b, 2)] for k, (a, b) in ranges.items()}, "qwen_share_betas": betas},
+                k: [round(a, 2), round(b, 2)] for k, (a, b) in ranges.items()}, "qwen_share_betas": shares,
+                "rotations_over_trained_length": [round(r, 3) for r in rotations(head_dim, args.rope_theta, L)]},
             "eval_seconds": round(time.time() - t0, 1)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train-len", type=int, default=256)
+    ap.add_argument("--train-len", type=int, default=128)
     ap.add_argument("--factor", type=float, default=4.0)
     ap.add_argument("--rope-theta", type=float, default=10_000.0)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--min-steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--min-steps", type=int, default=4000)
     ap.add_argument("--target", type=float, default=0.95, help="stop once the within-length needle accuracy "
                                                                "reaches this (after --min-steps)")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--answer-weight", type=float, default=10.0)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=1024)
-    ap.add_argument("--eval-every", type=int, default=250)
-    ap.add_argument("--eval-seeds", type=int, default=8)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--eval-seeds", type=int, default=20, help="test haystacks (x 5 depths per length)")
+    ap.add_argument("--dev-seeds", type=int, default=8, help="haystacks (x 5 depths) the betas are chosen on")
+    ap.add_argument("--grid-fast", type=float, nargs="+", default=[2, 3, 4, 6, 8, 12])
+    ap.add_argument("--grid-slow", type=float, nargs="+", default=[0.25, 0.5, 1])
     ap.add_argument("--ppl-windows", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
