@@ -114,11 +114,27 @@ def _java(plan: RootPlan, exe: str) -> None:
                     plan.add_dir_of(p, "java")
 
 
+# asked of node: where a distribution's build keeps what it loads outside the binary (Debian/Ubuntu's
+# `nodejs`: externalized built-ins such as cjs-module-lexer and its global modules, under /usr/share/nodejs)
+_NODE_DIRS = "const v = process.config.variables; console.log(JSON.stringify([v.node_prefix || '', " \
+             "v.node_relative_path || '']))"
+
+
 def _node(plan: RootPlan, exe: str) -> None:
     real = plan.add(exe, "javascript")
     prefix = os.path.dirname(os.path.dirname(real)) if real else "/"
     if prefix not in BROAD:  # nvm, /opt/node-vX: its own tree
         plan.add(prefix, "javascript")
+        return
+    out, _ = _run([exe, "-e", _NODE_DIRS])
+    try:
+        node_prefix, relative = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return
+    for rel in filter(None, str(relative).split(":")):
+        path = os.path.join(str(node_prefix), rel)
+        if os.path.isdir(path):
+            plan.add(path, "javascript")
 
 
 def _cpp(plan: RootPlan, gxx: str) -> list[str]:

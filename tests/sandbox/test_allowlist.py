@@ -485,3 +485,26 @@ print(json.dumps(out))
         got = _lines(stdout)
         assert {p for p, what in got.items() if what != "DENIED"} == {"/", "/etc"}, (way, got)
         assert _names(got["/"]) <= _allowed_top() and _names(got["/etc"]) == _allowed_etc(), way
+
+
+def test_a_distributions_node_brings_the_data_directories_it_loads_builtins_from(tmp_path, monkeypatch):
+    """Debian's `nodejs` (in the images) loads externalized built-ins (cjs-module-lexer ...) from
+    /usr/share/nodejs and aborts without them: a node installed in a system prefix gets the directories its
+    build names (process.config's node_prefix + node_relative_path) that exist, and nothing else."""
+    from coderforge.sandbox import allowlist
+
+    prefix = tmp_path / "usr"
+    (prefix / "share" / "nodejs" / "cjs-module-lexer").mkdir(parents=True)
+    (tmp_path / "bin").mkdir()
+    node = tmp_path / "bin" / "node"  # answers the derivation's question as Debian's node 18 does
+    node.write_text(f"""#!/bin/sh
+echo '["{prefix}","lib/x86_64-linux-gnu/nodejs:share/nodejs"]'
+""")
+    node.chmod(0o755)
+    monkeypatch.setattr(allowlist, "BROAD", {*allowlist.BROAD, str(tmp_path)})
+    plan = RootPlan()
+    allowlist._node(plan, str(node))
+    assert str(prefix / "share" / "nodejs") in plan.binds  # lib/.../nodejs does not exist: not added
+    assert not [p for p in plan.binds if p.endswith("lib/x86_64-linux-gnu/nodejs")]
+    assert plan.binds[str(prefix / "share" / "nodejs")] == {"javascript"}
+
